@@ -1,0 +1,199 @@
+package endwell
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"syscall"
+	"sync/atomic"
+	"time"
+
+	"github.com/endwell/endwell/pool"
+	"github.com/endwell/endwell/shutdown"
+)
+
+// conn is one HTTP/1.1 connection. A request uses it from the caller's goroutine: it writes
+// the request and reads the response there, with no goroutine of the connection's own in
+// between; only a request body is written from a goroutine of its own, so that a server
+// may answer before it has read the whole body. While the connection is idle, a watcher
+// goroutine waits on it to notice a server that closes it.
+type conn struct {
+	t      *Transport
+	key    string
+	entry  atomic.Pointer[pool.Conn[*conn]]
+	raw    *shutdown.Conn // the TCP socket, watched
+	tlsc   *tls.Conn      // the TLS session HTTP runs over, or nil
+	tunnel *tls.Conn      // the TLS session to an https proxy under tlsc, or nil
+	nc     net.Conn       // what HTTP reads and writes: tlsc or raw
+	br     *bufio.Reader
+	bw     *bufio.Writer
+
+	serverAddr string // host:port of the server (the proxy's for http:// through a proxy)
+	proxied    bool   // http:// requests through a proxy: absolute-form request lines
+	created    time.Time
+
+	// readLimit bounds what may still be read: MaxResponseHeaderBytes while reading
+	// headers, unlimited for bodies. Used by the request's goroutine only.
+	readLimit int64
+	// nwritten counts bytes written to nc. Updated by whichever goroutine writes: the
+	// request's, or its body writer, one at a time.
+	nwritten atomic.Int64
+
+	// dead is set by the first to decide how the connection ends; the decision is then
+	// final. closeErr, set just before, is why: requests still using the connection see it.
+	dead     atomic.Bool
+	closeErr atomic.Pointer[error]
+
+	// The idle watcher; see idle.go.
+	watchDone    chan struct{} // closed when the watcher exits; nil when none was started
+	watchErr     error         // what the watcher's read returned; read after watchDone
+	interrupting atomic.Bool   // set while a taker interrupts the watcher
+	idleSince    time.Time
+	peerClosed   atomic.Bool // the server closed the connection while it was idle
+}
+
+// connReader is what the connection's bufio.Reader reads from: nc, within readLimit.
+type connReader struct{ pc *conn }
+
+func (r connReader) Read(p []byte) (int, error) {
+	pc := r.pc
+	if pc.readLimit <= 0 {
+		return 0, errHeaderTooLarge
+	}
+	if int64(len(p)) > pc.readLimit {
+		p = p[:pc.readLimit]
+	}
+	n, err := pc.nc.Read(p)
+	pc.readLimit -= int64(n)
+	return n, err
+}
+
+var errHeaderTooLarge = errors.New("response headers exceed MaxResponseHeaderBytes")
+
+// connWriter is what the connection's bufio.Writer writes to: nc, counted.
+type connWriter struct{ pc *conn }
+
+func (w connWriter) Write(p []byte) (int, error) {
+	n, err := w.pc.nc.Write(p)
+	w.pc.nwritten.Add(int64(n))
+	return n, err
+}
+
+const noLimit = 1<<63 - 1
+
+func newConn(t *Transport, key string, raw *shutdown.Conn, nc net.Conn) *conn {
+	pc := &conn{t: t, key: key, raw: raw, nc: nc, created: time.Now(), readLimit: noLimit}
+	if tc, ok := nc.(*tls.Conn); ok {
+		pc.tlsc = tc
+	}
+	pc.br = bufio.NewReaderSize(connReader{pc}, 4<<10)
+	pc.bw = bufio.NewWriterSize(connWriter{pc}, 4<<10)
+	return pc
+}
+
+// closeCause returns why the connection was ended, or nil while it lives.
+func (pc *conn) closeCause() error {
+	if p := pc.closeErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// end decides how the connection ends and starts it: an abort closes the socket before end
+// returns; a graceful close runs in the background under the budget. Only the first call
+// decides; it reports whether it was this one. cause is what requests still using the
+// connection see (nil for a graceful end).
+func (pc *conn) end(ctx context.Context, mode shutdown.Mode, reason string, cause error) bool {
+	if cause != nil {
+		pc.closeErr.CompareAndSwap(nil, &cause)
+	}
+	if !pc.dead.CompareAndSwap(false, true) {
+		return false
+	}
+	t := pc.t
+	if e := pc.entry.Load(); e != nil {
+		t.pool.Remove(e)
+	}
+	job := shutdown.Job{
+		Layers: pc.layers(),
+		Mode:   mode,
+		Reason: reason,
+		Budget: t.cfg.budget,
+		Done:   t.teardownDone,
+	}
+	if mode == shutdown.Abort {
+		t.engine.Do(ctx, job)
+	} else {
+		t.engine.Go(ctx, job)
+	}
+	return true
+}
+
+// abort ends the connection at once, without close_notify, for cause (see failureReason).
+func (pc *conn) abort(cause error) bool {
+	return pc.end(context.Background(), shutdown.Abort, failureReason(cause), cause)
+}
+
+// layers builds the connection's teardown stack, top first.
+func (pc *conn) layers() []shutdown.Layer {
+	ls := make([]shutdown.Layer, 0, 4)
+	var tlsTop *shutdown.TLS
+	if pc.tlsc != nil {
+		raw := pc.raw
+		if pc.tunnel != nil {
+			raw = shutdown.Watch(pc.tunnel)
+		}
+		tlsTop = &shutdown.TLS{Conn: pc.tlsc, Raw: raw}
+	}
+	ls = append(ls, &idleLayer{pc: pc, tls: tlsTop})
+	if tlsTop != nil {
+		ls = append(ls, tlsTop)
+	}
+	if pc.tunnel != nil {
+		ls = append(ls, &shutdown.TLS{Conn: pc.tunnel, Raw: pc.raw})
+	}
+	return append(ls, &shutdown.TCP{Conn: pc.raw, Drain: pc.nc})
+}
+
+// writeCounter reports the bytes written since mark.
+func (pc *conn) writtenSince(mark int64) int64 { return pc.nwritten.Load() - mark }
+
+// requestErr maps an I/O error seen while the request used the connection to what the
+// caller should see: why the connection was ended, if it was.
+func (pc *conn) requestErr(err error) error {
+	if cause := pc.closeCause(); cause != nil {
+		return cause
+	}
+	return err
+}
+
+// bodyWriter writes a request body in a goroutine of its own, so that the response can be
+// read while the body is still going out. Its result arrives on done.
+type bodyWriter struct {
+	done chan error // buffered 1
+	// cont, when non-nil, gates the body on the server's 100 Continue: true to send, false
+	// to skip it.
+	cont chan bool
+}
+
+var errBodyNotSent = errors.New("request body not sent: the server answered first")
+
+// bodyReadError wraps an error returned by the request body's Read.
+type bodyReadError struct{ err error }
+
+func (e *bodyReadError) Error() string { return e.err.Error() }
+func (e *bodyReadError) Unwrap() error { return e.err }
+
+// isPeerGone reports whether an error says the server had closed the connection.
+func isPeerGone(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}

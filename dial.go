@@ -1,0 +1,244 @@
+package endwell
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/url"
+	"time"
+
+	"github.com/endwell/endwell/shutdown"
+)
+
+// dialForPool is the pool's Dial: it makes a connection for the target carried by ctx,
+// through its proxy if any, with TLS for https. ctx is the request's, without its
+// cancellation: a dial outlives a cancelled request and serves the next one.
+func (t *Transport) dialForPool(ctx context.Context, key string) (*conn, int, error) {
+	tg, _ := ctx.Value(targetKey{}).(*target)
+	if tg == nil || tg.key != key {
+		return nil, 0, fmt.Errorf("endwell: no dial target for %q", key)
+	}
+	pc, err := t.dial(ctx, tg)
+	if err != nil {
+		return nil, 0, err
+	}
+	return pc, 1, nil
+}
+
+func (t *Transport) dial(ctx context.Context, tg *target) (*conn, error) {
+	trace := httptrace.ContextClientTrace(ctx)
+	dialAddr := tg.addr
+	if tg.proxy != nil {
+		dialAddr = proxyAddr(tg.proxy)
+	}
+	nc, err := t.dialTCP(ctx, dialAddr, trace)
+	if err != nil {
+		op := "dial"
+		if tg.proxy != nil {
+			op = "proxy"
+		}
+		return nil, &DialError{Op: op, Addr: dialAddr, Err: err}
+	}
+	raw := shutdown.Watch(nc)
+	// abort closes the socket of a connection that failed to set up: no goodbye.
+	abort := func() { raw.Close() }
+
+	var top net.Conn = raw
+	var tunnel *tls.Conn
+	if tg.proxy != nil && tg.proxy.Scheme == "https" {
+		tunnel, err = t.handshake(ctx, raw, tg.proxy.Hostname(), trace)
+		if err != nil {
+			abort()
+			return nil, &DialError{Op: "tls", Addr: dialAddr, Err: err}
+		}
+		top = tunnel
+	}
+	if tg.proxy != nil && tg.scheme == "https" {
+		if err := t.connect(ctx, top, tg); err != nil {
+			abort()
+			return nil, &DialError{Op: "proxy", Addr: dialAddr, Err: err}
+		}
+	}
+	if tg.scheme == "https" {
+		inner := top
+		if tunnel != nil {
+			inner = shutdown.Watch(tunnel)
+		}
+		tc, err := t.handshake(ctx, inner, tg.host, trace)
+		if err != nil {
+			abort()
+			return nil, &DialError{Op: "tls", Addr: tg.addr, Err: err}
+		}
+		top = tc
+	}
+	pc := newConn(t, tg.key, raw, top)
+	pc.tunnel = tunnel
+	pc.serverAddr = tg.addr
+	pc.proxied = tg.proxy != nil && tg.scheme == "http"
+	return pc, nil
+}
+
+// dialTCP dials addr. With the default dialer and a trace that wants DNS events, it
+// resolves the name itself so that the DNS hooks fire, then tries each address in turn.
+func (t *Transport) dialTCP(ctx context.Context, addr string, trace *httptrace.ClientTrace) (net.Conn, error) {
+	connect := func(a string) (net.Conn, error) {
+		if trace != nil && trace.ConnectStart != nil {
+			trace.ConnectStart("tcp", a)
+		}
+		c, err := t.cfg.dial(ctx, "tcp", a)
+		if trace != nil && trace.ConnectDone != nil {
+			trace.ConnectDone("tcp", a, err)
+		}
+		return c, err
+	}
+	if !t.cfg.ownDialer || trace == nil || (trace.DNSStart == nil && trace.DNSDone == nil) {
+		return connect(addr)
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || net.ParseIP(host) != nil {
+		return connect(addr)
+	}
+	if trace.DNSStart != nil {
+		trace.DNSStart(httptrace.DNSStartInfo{Host: host})
+	}
+	ips, err := net.DefaultResolver.LookupIPAddr(ctx, host)
+	if trace.DNSDone != nil {
+		trace.DNSDone(httptrace.DNSDoneInfo{Addrs: ips, Err: err})
+	}
+	if err != nil {
+		return nil, err
+	}
+	var firstErr error
+	for _, ip := range ips {
+		c, err := connect(net.JoinHostPort(ip.String(), port))
+		if err == nil {
+			return c, nil
+		}
+		if firstErr == nil {
+			firstErr = err
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if firstErr == nil {
+		firstErr = fmt.Errorf("no addresses for %s", host)
+	}
+	return nil, firstErr
+}
+
+// handshake runs a TLS client handshake over c for serverName, within
+// TLSHandshakeTimeout. On failure c is left to the caller to close.
+func (t *Transport) handshake(ctx context.Context, c net.Conn, serverName string, trace *httptrace.ClientTrace) (*tls.Conn, error) {
+	cfg := t.tlsConfig(serverName)
+	tc := tls.Client(c, cfg)
+	if trace != nil && trace.TLSHandshakeStart != nil {
+		trace.TLSHandshakeStart()
+	}
+	hctx := ctx
+	if d := t.cfg.tlsHandshakeTimeout; d > 0 {
+		var cancel context.CancelFunc
+		hctx, cancel = context.WithTimeoutCause(ctx, d, errTLSHandshakeTimeout)
+		defer cancel()
+	}
+	err := tc.HandshakeContext(hctx)
+	if err != nil && hctx.Err() != nil {
+		err = context.Cause(hctx)
+	}
+	if trace != nil && trace.TLSHandshakeDone != nil {
+		trace.TLSHandshakeDone(tc.ConnectionState(), err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return tc, nil
+}
+
+var errTLSHandshakeTimeout error = &timeoutError{"TLS handshake timeout"}
+
+func (t *Transport) tlsConfig(serverName string) *tls.Config {
+	var cfg *tls.Config
+	if t.TLSClientConfig != nil {
+		cfg = t.TLSClientConfig.Clone()
+	} else {
+		cfg = &tls.Config{}
+	}
+	if cfg.ServerName == "" {
+		cfg.ServerName = serverName
+	}
+	cfg.NextProtos = []string{"http/1.1"}
+	return cfg
+}
+
+// connect asks the proxy on c for a tunnel to tg's server.
+func (t *Transport) connect(ctx context.Context, c net.Conn, tg *target) error {
+	hdr := t.ProxyConnectHeader.Clone()
+	if hdr == nil {
+		hdr = make(http.Header)
+	}
+	if tg.proxy.User != nil && hdr.Get("Proxy-Authorization") == "" {
+		hdr.Set("Proxy-Authorization", basicAuth(tg.proxy.User))
+	}
+	req := &http.Request{
+		Method: http.MethodConnect,
+		URL:    &url.URL{Opaque: tg.addr},
+		Host:   tg.addr,
+		Header: hdr,
+	}
+	// The exchange is bounded by ctx and by the dial's own limits: a proxy that never
+	// answers is cut off when ctx ends.
+	if d, ok := ctx.Deadline(); ok {
+		c.SetDeadline(d)
+		defer c.SetDeadline(time.Time{})
+	}
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	if err := req.Write(c); err != nil {
+		return err
+	}
+	// The proxy sends nothing after its response until our TLS ClientHello, so the reader
+	// cannot consume any of the handshake; it is checked below all the same.
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return &ProxyConnectError{StatusCode: resp.StatusCode, Status: resp.Status}
+	}
+	if br.Buffered() > 0 {
+		return errors.New("proxy sent data after its CONNECT response")
+	}
+	return nil
+}
+
+// ProxyConnectError reports a proxy that refused a CONNECT tunnel.
+type ProxyConnectError struct {
+	StatusCode int
+	Status     string
+}
+
+func (e *ProxyConnectError) Error() string { return "proxy refused CONNECT: " + e.Status }
+
+func proxyAddr(u *url.URL) string {
+	port := u.Port()
+	if port == "" {
+		port = "80"
+		if u.Scheme == "https" {
+			port = "443"
+		}
+	}
+	return joinHostPort(u.Hostname(), port)
+}
+
+func basicAuth(u *url.Userinfo) string {
+	pass, _ := u.Password()
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(u.Username()+":"+pass))
+}

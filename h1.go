@@ -1,0 +1,629 @@
+package endwell
+
+import (
+	"compress/gzip"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/http/httputil"
+	"net/textproto"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/endwell/endwell/shutdown"
+	"golang.org/x/net/http/httpguts"
+)
+
+// exchange is one request's use of a connection, from writing the request to the end of
+// the response body.
+type exchange struct {
+	pc    *conn
+	req   *http.Request
+	ctx   context.Context
+	trace *httptrace.ClientTrace
+	mark  int64 // pc.nwritten when the exchange started
+	gzip  bool  // we asked for gzip ourselves
+
+	stopCtx    func() bool // unregisters the context watch; nil if ctx can't end
+	bw         *bodyWriter // nil when the request has no body
+	bodyResult error       // the body writer's result, once received
+	bodyDone   bool        // bodyResult is set
+	noReuse    bool        // the connection must not be reused after this exchange
+	released   atomic.Bool // release was called
+}
+
+// roundTrip runs req over pc. On error the connection has been ended (or, for errors
+// before any byte was written, may be retried elsewhere: see retryable).
+func (pc *conn) roundTrip(req *http.Request, trace *httptrace.ClientTrace) (*http.Response, error) {
+	t := pc.t
+	ex := &exchange{pc: pc, req: req, ctx: req.Context(), trace: trace, mark: pc.nwritten.Load()}
+	if ex.ctx.Done() != nil {
+		ex.stopCtx = context.AfterFunc(ex.ctx, func() {
+			pc.abort(ex.ctx.Err())
+		})
+	}
+	ex.gzip = !t.DisableCompression && req.Method != http.MethodHead &&
+		req.Header.Get("Accept-Encoding") == "" && req.Header.Get("Range") == ""
+	if t.DisableKeepAlives || req.Close {
+		ex.noReuse = true
+	}
+
+	if err := ex.writeHeaders(); err != nil {
+		return nil, ex.fail(err)
+	}
+	hasBody := req.Body != nil && req.Body != http.NoBody
+	if hasBody {
+		ex.bw = &bodyWriter{done: make(chan error, 1)}
+		if httpguts.HeaderValuesContainsToken(req.Header["Expect"], "100-continue") {
+			ex.bw.cont = make(chan bool, 1)
+		}
+		if err := pc.bw.Flush(); err != nil {
+			ex.closeReqBody()
+			return nil, ex.fail(err)
+		}
+		// The request body's writer: it streams the body while this goroutine reads the
+		// response, and exits when the body is written or the connection fails.
+		go ex.writeBody()
+	} else {
+		if err := pc.bw.Flush(); err != nil {
+			return nil, ex.fail(err)
+		}
+		if trace != nil && trace.WroteRequest != nil {
+			trace.WroteRequest(httptrace.WroteRequestInfo{})
+		}
+	}
+	return ex.readResponse()
+}
+
+// writeHeaders writes the request line and header into the connection's buffer.
+func (ex *exchange) writeHeaders() error {
+	req, pc, trace := ex.req, ex.pc, ex.trace
+	w := pc.bw
+	method := req.Method
+	if method == "" {
+		method = http.MethodGet
+	}
+	host := req.Host
+	if host == "" {
+		host = req.URL.Host
+	}
+	host = removeZone(host)
+	uri := req.URL.RequestURI()
+	if pc.proxied {
+		u := *req.URL
+		u.Fragment, u.RawFragment = "", ""
+		uri = u.String()
+	} else if method == http.MethodConnect && req.URL.Path == "" {
+		uri = host
+	}
+	w.WriteString(method)
+	w.WriteByte(' ')
+	w.WriteString(uri)
+	w.WriteString(" HTTP/1.1\r\nHost: ")
+	w.WriteString(host)
+	w.WriteString("\r\n")
+	field := func(k, v string) {
+		w.WriteString(k)
+		w.WriteString(": ")
+		w.WriteString(v)
+		w.WriteString("\r\n")
+		if trace != nil && trace.WroteHeaderField != nil {
+			trace.WroteHeaderField(k, []string{v})
+		}
+	}
+	if trace != nil && trace.WroteHeaderField != nil {
+		trace.WroteHeaderField("Host", []string{host})
+	}
+	if ua, ok := req.Header["User-Agent"]; !ok {
+		field("User-Agent", defaultUserAgent)
+	} else if len(ua) > 0 && ua[0] != "" {
+		field("User-Agent", ua[0])
+	}
+	if ex.noReuse && !httpguts.HeaderValuesContainsToken(req.Header["Connection"], "close") {
+		field("Connection", "close")
+	}
+	if ex.gzip {
+		field("Accept-Encoding", "gzip")
+	}
+	if pc.proxied {
+		if auth := pc.t.proxyAuth(pc.key); auth != "" && req.Header.Get("Proxy-Authorization") == "" {
+			field("Proxy-Authorization", auth)
+		}
+	}
+	hasBody := req.Body != nil && req.Body != http.NoBody
+	chunked := false
+	switch {
+	case hasBody && req.ContentLength > 0:
+		field("Content-Length", strconv.FormatInt(req.ContentLength, 10))
+	case hasBody:
+		chunked = true
+		field("Transfer-Encoding", "chunked")
+		if len(req.Trailer) > 0 {
+			keys := make([]string, 0, len(req.Trailer))
+			for k := range req.Trailer {
+				keys = append(keys, k)
+			}
+			field("Trailer", strings.Join(keys, ","))
+		}
+	case method == http.MethodPost || method == http.MethodPut || method == http.MethodPatch:
+		field("Content-Length", "0")
+	}
+	_ = chunked
+	for k, vs := range req.Header {
+		switch k {
+		case "Host", "User-Agent", "Content-Length", "Transfer-Encoding", "Trailer":
+			continue
+		}
+		if !httpguts.ValidHeaderFieldName(k) {
+			return &invalidHeaderError{"field name", k}
+		}
+		for _, v := range vs {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return &invalidHeaderError{"value for field", k}
+			}
+			v = strings.TrimSpace(v)
+			w.WriteString(k)
+			w.WriteString(": ")
+			w.WriteString(v)
+			w.WriteString("\r\n")
+		}
+		if trace != nil && trace.WroteHeaderField != nil {
+			trace.WroteHeaderField(k, vs)
+		}
+	}
+	_, err := w.WriteString("\r\n")
+	if trace != nil && trace.WroteHeaders != nil {
+		trace.WroteHeaders()
+	}
+	return err
+}
+
+const defaultUserAgent = "endwell/1"
+
+type invalidHeaderError struct{ what, name string }
+
+func (e *invalidHeaderError) Error() string {
+	return fmt.Sprintf("endwell: invalid header %s %q", e.what, e.name)
+}
+
+// writeBody runs in the body writer's goroutine.
+func (ex *exchange) writeBody() {
+	req, pc, bw := ex.req, ex.pc, ex.bw
+	err := func() error {
+		if bw.cont != nil {
+			if ex.trace != nil && ex.trace.Wait100Continue != nil {
+				ex.trace.Wait100Continue()
+			}
+			if d := pc.t.cfg.expectContinueTimeout; d > 0 {
+				timer := time.NewTimer(d)
+				defer timer.Stop()
+				select {
+				case ok := <-bw.cont:
+					if !ok {
+						return errBodyNotSent
+					}
+				case <-timer.C:
+				}
+			}
+		}
+		var err error
+		if req.ContentLength > 0 {
+			var n int64
+			n, err = io.Copy(pc.bw, io.LimitReader(bodyReader{req.Body}, req.ContentLength))
+			if err == nil && n != req.ContentLength {
+				err = &bodyReadError{fmt.Errorf("endwell: ContentLength=%d with Body length %d", req.ContentLength, n)}
+			}
+		} else {
+			cw := httputil.NewChunkedWriter(pc.bw)
+			if _, err = io.Copy(cw, bodyReader{req.Body}); err == nil {
+				err = cw.Close()
+			}
+			if err == nil {
+				for k, vs := range req.Trailer {
+					for _, v := range vs {
+						fmt.Fprintf(pc.bw, "%s: %s\r\n", k, v)
+					}
+				}
+				_, err = pc.bw.WriteString("\r\n")
+			}
+		}
+		if err == nil {
+			err = pc.bw.Flush()
+		}
+		return err
+	}()
+	if cerr := req.Body.Close(); err == nil && cerr != nil {
+		err = &bodyReadError{cerr}
+	}
+	if err != nil && err != errBodyNotSent {
+		pc.abort(err)
+	}
+	if ex.trace != nil && ex.trace.WroteRequest != nil {
+		ex.trace.WroteRequest(httptrace.WroteRequestInfo{Err: err})
+	}
+	bw.done <- err
+}
+
+// bodyReader marks errors of the request body's Read as such.
+type bodyReader struct{ r io.Reader }
+
+func (b bodyReader) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = &bodyReadError{err}
+	}
+	return n, err
+}
+
+func (ex *exchange) closeReqBody() {
+	if ex.req.Body != nil {
+		ex.req.Body.Close()
+	}
+}
+
+// fail ends the exchange: it aborts the connection (unless something else ended it
+// first, whose cause then wins) and returns the error the caller should see.
+func (ex *exchange) fail(err error) error {
+	if ex.stopCtx != nil {
+		ex.stopCtx()
+	}
+	ex.pc.abort(err)
+	ex.release(err)
+	err = ex.pc.requestErr(err)
+	// A body writer's own error says more than the read error it caused.
+	if ex.bw != nil {
+		if berr := ex.waitBody(50 * time.Millisecond); berr != nil {
+			var bre *bodyReadError
+			if errors.As(berr, &bre) {
+				return bre.err
+			}
+		}
+	}
+	return err
+}
+
+// waitBody waits up to d for the body writer's result.
+func (ex *exchange) waitBody(d time.Duration) error {
+	if ex.bodyDone {
+		return ex.bodyResult
+	}
+	select {
+	case ex.bodyResult = <-ex.bw.done:
+		ex.bodyDone = true
+		return ex.bodyResult
+	default:
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case ex.bodyResult = <-ex.bw.done:
+		ex.bodyDone = true
+		return ex.bodyResult
+	case <-timer.C:
+		return errBodyStillWriting
+	}
+}
+
+var errBodyStillWriting = errors.New("request body still being written")
+
+// readResponse reads the response headers (skipping 1xx) and hands back the response with
+// a body that returns the connection when it ends.
+func (ex *exchange) readResponse() (*http.Response, error) {
+	pc, req, trace := ex.pc, ex.req, ex.trace
+	t := pc.t
+	var headerTimer *time.Timer
+	if d := t.cfg.responseHeaderTimeout; d > 0 {
+		headerTimer = time.AfterFunc(d, func() {
+			pc.abort(ErrResponseHeaderTimeout)
+		})
+	}
+	stopHeaderTimer := func() bool { return headerTimer == nil || headerTimer.Stop() }
+
+	var resp *http.Response
+	for n1xx := 0; ; n1xx++ {
+		pc.readLimit = t.cfg.maxHeaderBytes
+		if n1xx == 0 {
+			if _, err := pc.br.Peek(1); err != nil {
+				stopHeaderTimer()
+				if pc.closeCause() == nil && pc.writtenSince(ex.mark) > 0 && isPeerGone(err) {
+					err = fmt.Errorf("%w: %w", ErrServerClosedConn, err)
+				}
+				return nil, ex.fail(err)
+			}
+			if trace != nil && trace.GotFirstResponseByte != nil {
+				trace.GotFirstResponseByte()
+			}
+		}
+		var err error
+		resp, err = http.ReadResponse(pc.br, req)
+		if err != nil {
+			stopHeaderTimer()
+			if pc.closeCause() == nil {
+				switch {
+				case errors.Is(err, errHeaderTooLarge):
+					err = &ProtocolError{Err: errHeaderTooLarge}
+				case isPeerGone(err) || isTimeout(err):
+				default:
+					err = &ProtocolError{Err: err}
+				}
+			}
+			return nil, ex.fail(err)
+		}
+		code := resp.StatusCode
+		if code < 100 || code > 199 || code == http.StatusSwitchingProtocols {
+			break
+		}
+		if n1xx >= 5 {
+			stopHeaderTimer()
+			return nil, ex.fail(&ProtocolError{Err: errors.New("too many 1xx responses")})
+		}
+		if code == http.StatusContinue {
+			if ex.bw != nil && ex.bw.cont != nil {
+				ex.bw.cont <- true
+				ex.bw.cont = nil
+			}
+			if trace != nil && trace.Got100Continue != nil {
+				trace.Got100Continue()
+			}
+		}
+		if trace != nil && trace.Got1xxResponse != nil {
+			if err := trace.Got1xxResponse(code, textproto.MIMEHeader(resp.Header)); err != nil {
+				stopHeaderTimer()
+				return nil, ex.fail(err)
+			}
+		}
+	}
+	pc.readLimit = noLimit
+	if !stopHeaderTimer() {
+		// The timer fired and aborted the connection; report the timeout.
+		return nil, ex.fail(ErrResponseHeaderTimeout)
+	}
+	if ex.bw != nil && ex.bw.cont != nil {
+		// A final answer without 100 Continue: the body is not sent, and the connection
+		// cannot be reused (the server may still expect it).
+		ex.bw.cont <- false
+		ex.noReuse = true
+	}
+	if resp.Close {
+		ex.noReuse = true
+	}
+	resp.TLS = nil
+	if pc.tlsc != nil {
+		st := pc.tlsc.ConnectionState()
+		resp.TLS = &st
+	}
+
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		return ex.switchProtocols(resp)
+	}
+
+	if resp.Body == http.NoBody {
+		ex.finish()
+		return resp, nil
+	}
+	b := &body{ex: ex, rc: resp.Body, remaining: resp.ContentLength}
+	resp.Body = b
+	if ex.gzip && resp.Header.Get("Content-Encoding") != "" &&
+		strings.EqualFold(resp.Header.Get("Content-Encoding"), "gzip") {
+		resp.Header.Del("Content-Encoding")
+		resp.Header.Del("Content-Length")
+		resp.ContentLength = -1
+		resp.Uncompressed = true
+		resp.Body = &gzipBody{body: b}
+	}
+	return resp, nil
+}
+
+// finish ends the exchange after the whole response was read: the connection goes back to
+// the pool, or closes gracefully when it may not be reused.
+func (ex *exchange) finish() {
+	pc := ex.pc
+	if ex.stopCtx != nil && !ex.stopCtx() {
+		ex.release(pc.closeCause()) // the context ended first and aborted the connection
+		return
+	}
+	if ex.bw != nil {
+		if err := ex.waitBody(50 * time.Millisecond); err != nil {
+			// The response is complete but the request was not fully written: the
+			// connection's state is unknown, so it is not reused, and our goodbye
+			// would cut into a body still in flight.
+			pc.end(context.Background(), shutdown.Abort, reasonServerClose, nil)
+			ex.release(err)
+			return
+		}
+	}
+	if pc.dead.Load() {
+		ex.release(pc.closeCause())
+		return
+	}
+	if reason := completeReason(pc.t, ex); reason != "" {
+		pc.end(pc.t.closeCtx(), shutdown.Graceful, reason, nil)
+		ex.release(errNotReused)
+		return
+	}
+	ex.release(nil)
+}
+
+var errNotReused = errors.New("endwell: connection not reused")
+
+// release hands the connection back once the exchange is over: to the pool if err is nil,
+// else only out of the transport's active set (it has been ended). It reports the result
+// to httptrace's PutIdleConn, as net/http does for every finished response. Only its first
+// call counts.
+func (ex *exchange) release(err error) {
+	if !ex.released.CompareAndSwap(false, true) {
+		return
+	}
+	if ex.trace != nil && ex.trace.PutIdleConn != nil {
+		ex.trace.PutIdleConn(err)
+	}
+	if err == nil {
+		ex.pc.t.putIdle(ex.pc)
+	} else {
+		ex.pc.t.doneActive(ex.pc)
+	}
+}
+
+// switchProtocols hands the connection over to the caller as the response body, an
+// io.ReadWriteCloser, as net/http does for 101 Switching Protocols. The connection leaves
+// the pool; closing the body closes it gracefully.
+func (ex *exchange) switchProtocols(resp *http.Response) (*http.Response, error) {
+	if ex.stopCtx != nil && !ex.stopCtx() {
+		return nil, ex.fail(ex.ctx.Err())
+	}
+	pc := ex.pc
+	if e := pc.entry.Load(); e != nil {
+		pc.t.pool.Remove(e)
+	}
+	resp.Body = &switchedBody{pc: pc, ex: ex}
+	return resp, nil
+}
+
+type switchedBody struct {
+	pc *conn
+	ex *exchange
+}
+
+func (s *switchedBody) Read(p []byte) (int, error)  { return s.pc.br.Read(p) }
+func (s *switchedBody) Write(p []byte) (int, error) { return s.pc.nc.Write(p) }
+func (s *switchedBody) Close() error {
+	s.ex.pc.end(context.Background(), shutdown.Graceful, reasonClose, nil)
+	s.ex.release(errNotReused)
+	return nil
+}
+
+// body is a response body read from the connection in the reader's goroutine.
+//
+// mu is held by Read while it reads; Close uses TryLock, so a Close concurrent with a
+// blocked Read aborts the connection (which makes the Read return) instead of waiting.
+type body struct {
+	ex        *exchange
+	rc        io.ReadCloser // http.ReadResponse's body
+	mu        sync.Mutex    // guards the following, and rc
+	remaining int64         // bytes still expected, or -1 when unknown
+	done      bool          // EOF seen or Close called
+	closed    bool          // Close called
+	err       error         // error to return from now on
+}
+
+func (b *body) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return 0, ErrBodyClosed
+	}
+	if b.done {
+		return 0, b.err
+	}
+	n, err := b.rc.Read(p)
+	if b.remaining > 0 {
+		b.remaining -= int64(n)
+	}
+	switch {
+	case err == io.EOF:
+		b.done, b.err = true, io.EOF
+		b.ex.finish()
+	case err != nil:
+		var ne net.Error
+		switch {
+		case b.ex.pc.closeCause() != nil:
+		case errors.Is(err, io.ErrUnexpectedEOF):
+			// Truncated by the server: a FIN before Content-Length or the last chunk.
+		case errors.As(err, &ne):
+		default:
+			err = &ProtocolError{Err: err} // broken chunked framing and the like
+		}
+		err = b.ex.fail(err)
+		b.done, b.err = true, err
+	}
+	return n, err
+}
+
+// Close ends the body. Before its end, the rest is drained in the background when it is
+// small enough to arrive within MaxDrainBytes and MaxDrainTime, and the connection reused;
+// otherwise the connection is aborted. Close never blocks.
+func (b *body) Close() error {
+	if !b.mu.TryLock() {
+		// A Read is blocked in another goroutine: abort, which unblocks it.
+		b.ex.fail(ErrBodyClosed)
+		return nil
+	}
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil
+	}
+	b.closed = true
+	if b.done {
+		return nil
+	}
+	b.done = true
+	ex := b.ex
+	pc := ex.pc
+	t := pc.t
+	if t.cfg.maxDrainBytes < 0 || t.cfg.maxDrainTime < 0 || b.remaining > t.cfg.maxDrainBytes {
+		ex.fail(ErrBodyClosed)
+		return nil
+	}
+	// The drain: it discards the rest of the body within the limits, then reuses or
+	// aborts the connection. It exits by the drain deadline at the latest.
+	go b.drain()
+	return nil
+}
+
+func (b *body) drain() {
+	ex := b.ex
+	pc := ex.pc
+	t := pc.t
+	pc.nc.SetReadDeadline(time.Now().Add(t.cfg.maxDrainTime))
+	n, err := io.Copy(io.Discard, io.LimitReader(b.rc, t.cfg.maxDrainBytes+1))
+	if err == nil && n <= t.cfg.maxDrainBytes {
+		// io.Copy stops at EOF without reporting it: the body is complete.
+		pc.nc.SetReadDeadline(time.Time{})
+		ex.finish()
+		return
+	}
+	ex.fail(ErrBodyClosed)
+}
+
+// gzipBody decompresses a body we asked gzip for. The gzip reader is made on the first Read,
+// so that a body closed unread costs nothing.
+type gzipBody struct {
+	body *body
+	zr   *gzip.Reader
+	zerr error
+}
+
+func (g *gzipBody) Read(p []byte) (int, error) {
+	if g.zr == nil && g.zerr == nil {
+		g.zr, g.zerr = gzip.NewReader(g.body)
+	}
+	if g.zerr != nil {
+		return 0, g.zerr
+	}
+	return g.zr.Read(p)
+}
+
+func (g *gzipBody) Close() error { return g.body.Close() }
+
+// removeZone strips an IPv6 zone from a Host header value, as net/http does.
+func removeZone(host string) string {
+	if !strings.HasPrefix(host, "[") {
+		return host
+	}
+	i := strings.LastIndex(host, "]")
+	if i < 0 {
+		return host
+	}
+	j := strings.LastIndex(host[:i], "%")
+	if j < 0 {
+		return host
+	}
+	return host[:j] + host[i:]
+}

@@ -1,0 +1,314 @@
+package endwell
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptrace"
+	"net/url"
+	"strings"
+
+	"github.com/endwell/endwell/pool"
+	"golang.org/x/net/http/httpguts"
+)
+
+// RoundTrip implements [http.RoundTripper]. It does not modify req; it closes req.Body,
+// possibly after returning.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	t.init()
+	if err := t.checkRequest(req); err != nil {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, err
+	}
+	ctx := req.Context()
+	trace := httptrace.ContextClientTrace(ctx)
+	tg, err := t.targetFor(req)
+	if err != nil {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, err
+	}
+	for attempt := 0; ; attempt++ {
+		pc, reused, err := t.getConn(ctx, tg, trace)
+		if err != nil {
+			if req.Body != nil {
+				req.Body.Close()
+			}
+			return nil, err
+		}
+		mark := pc.nwritten.Load()
+		resp, err := pc.roundTrip(req, trace)
+		if err == nil {
+			return resp, nil
+		}
+		if attempt > 0 || !reused || !retryable(req, err, pc.writtenSince(mark) > 0) {
+			return nil, err
+		}
+		// A stale keep-alive connection: try once more on a fresh one.
+		if req.Body != nil && req.Body != http.NoBody {
+			body, gerr := req.GetBody()
+			if gerr != nil {
+				return nil, err
+			}
+			req = req.Clone(ctx) // never mutate the caller's request
+			req.Body = body
+		}
+	}
+}
+
+// retryable reports whether a request that failed on a reused connection may be sent again
+// on a new one: the server closed the connection before answering, and either nothing of the
+// request reached it or the request is idempotent; and its body can be replayed.
+func retryable(req *http.Request, err error, wrote bool) bool {
+	if req.Body != nil && req.Body != http.NoBody && req.GetBody == nil {
+		return false
+	}
+	if req.Context().Err() != nil {
+		return false
+	}
+	if !wrote && !errors.Is(err, ErrResponseHeaderTimeout) && (errors.Is(err, ErrNotSent) || isPeerGone(err)) {
+		return true
+	}
+	return errors.Is(err, ErrServerClosedConn) && isIdempotent(req)
+}
+
+func isIdempotent(req *http.Request) bool {
+	switch req.Method {
+	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	_, a := req.Header["Idempotency-Key"]
+	_, b := req.Header["X-Idempotency-Key"]
+	return a || b
+}
+
+// RequestError reports a request that endwell refused before any I/O: no URL, an unsupported
+// scheme, a missing host, an invalid header.
+type RequestError struct {
+	Reason string
+}
+
+func (e *RequestError) Error() string { return "endwell: " + e.Reason }
+
+// Is reports whether target is ErrNotSent: the request was not sent.
+func (e *RequestError) Is(target error) bool { return target == ErrNotSent }
+
+func (t *Transport) checkRequest(req *http.Request) error {
+	switch {
+	case req.URL == nil:
+		return &RequestError{"nil Request.URL"}
+	case req.Header == nil:
+		return &RequestError{"nil Request.Header"}
+	case req.URL.Scheme != "http" && req.URL.Scheme != "https":
+		return &RequestError{fmt.Sprintf("unsupported protocol scheme %q", req.URL.Scheme)}
+	case req.URL.Host == "":
+		return &RequestError{"no Host in request URL"}
+	case req.Method != "" && !validMethod(req.Method):
+		return &RequestError{fmt.Sprintf("invalid method %q", req.Method)}
+	}
+	switch t.state.Load() {
+	case stateShuttingDown:
+		return ErrShutdown
+	case stateClosed:
+		return ErrClosed
+	}
+	for k, vs := range req.Header {
+		if !httpguts.ValidHeaderFieldName(k) {
+			return &RequestError{fmt.Sprintf("invalid header field name %q", k)}
+		}
+		for _, v := range vs {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return &RequestError{fmt.Sprintf("invalid header field value for %q", k)}
+			}
+		}
+	}
+	return nil
+}
+
+func validMethod(m string) bool {
+	for _, r := range m {
+		if !httpguts.IsTokenRune(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// target is where a request's connection goes: the server, possibly through a proxy.
+type target struct {
+	key    string   // the pool key
+	scheme string   // the server's: "http" or "https"
+	addr   string   // the server's host:port
+	host   string   // the server's host, for TLS's ServerName
+	proxy  *url.URL // nil for a direct connection
+}
+
+func (t *Transport) targetFor(req *http.Request) (*target, error) {
+	u := req.URL
+	host := u.Hostname()
+	port := u.Port()
+	if port == "" {
+		port = "80"
+		if u.Scheme == "https" {
+			port = "443"
+		}
+	}
+	addr := joinHostPort(host, port)
+	tg := &target{scheme: u.Scheme, addr: addr, host: host}
+	if t.Proxy != nil {
+		pu, err := t.Proxy(req)
+		if err != nil {
+			return nil, &DialError{Op: "proxy", Addr: addr, Err: err}
+		}
+		if pu != nil {
+			if pu.Scheme != "http" && pu.Scheme != "https" {
+				return nil, &DialError{Op: "proxy", Addr: pu.Host, Err: fmt.Errorf("unsupported proxy scheme %q", pu.Scheme)}
+			}
+			tg.proxy = pu
+		}
+	}
+	switch {
+	case tg.proxy == nil:
+		tg.key = u.Scheme + "://" + addr
+	case u.Scheme == "http":
+		// http:// requests share the proxy's connections, whatever their server.
+		tg.key = "proxy " + tg.proxy.String()
+	default:
+		tg.key = "proxy " + tg.proxy.String() + " " + u.Scheme + "://" + addr
+	}
+	return tg, nil
+}
+
+func joinHostPort(host, port string) string {
+	if strings.IndexByte(host, ':') >= 0 {
+		return "[" + host + "]:" + port
+	}
+	return host + ":" + port
+}
+
+type targetKey struct{}
+
+// getConn takes a connection for tg from the pool, dialling one if need be. A connection
+// found dead when taken from the idle list is ended and never handed out.
+func (t *Transport) getConn(ctx context.Context, tg *target, trace *httptrace.ClientTrace) (*conn, bool, error) {
+	if trace != nil && trace.GetConn != nil {
+		trace.GetConn(tg.addr)
+	}
+	dctx := context.WithValue(ctx, targetKey{}, tg)
+	for {
+		e, info, err := t.pool.Get(dctx, tg.key)
+		if err != nil {
+			return nil, false, t.getConnErr(ctx, err)
+		}
+		pc := e.Value
+		pc.entry.CompareAndSwap(nil, e)
+		if info.WasIdle && !pc.takeFromIdle() {
+			continue
+		}
+		if !t.addActive(pc) {
+			// The transport closed meanwhile.
+			pc.abort(t.closedErr())
+			return nil, false, t.closedErr()
+		}
+		if trace != nil && trace.GotConn != nil {
+			trace.GotConn(httptrace.GotConnInfo{
+				Conn: pc.nc, Reused: info.Reused, WasIdle: info.WasIdle, IdleTime: info.IdleTime,
+			})
+		}
+		return pc, info.Reused, nil
+	}
+}
+
+func (t *Transport) getConnErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil && (errors.Is(err, ctx.Err()) || errors.Is(err, context.Cause(ctx))) {
+		return ctx.Err()
+	}
+	if errors.Is(err, pool.ErrClosed) {
+		return t.closedErr()
+	}
+	return err
+}
+
+func (t *Transport) closedErr() error {
+	if t.state.Load() == stateClosed {
+		return ErrClosed
+	}
+	return ErrShutdown
+}
+
+// proxyAuth returns the Proxy-Authorization value for the proxy of an http:// pool key.
+func (t *Transport) proxyAuth(key string) string {
+	pu, err := url.Parse(strings.TrimPrefix(key, "proxy "))
+	if err != nil || pu.User == nil {
+		return ""
+	}
+	return basicAuth(pu.User)
+}
+
+// closeCtx is the context graceful closes run under: Shutdown's, once it was called, so that
+// its deadline bounds them and its span is their parent.
+func (t *Transport) closeCtx() context.Context {
+	if p := t.shutdownCtx.Load(); p != nil {
+		return *p
+	}
+	return context.Background()
+}
+
+// addActive records pc as used by a request. It reports false once the transport is closed.
+func (t *Transport) addActive(pc *conn) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.state.Load() == stateClosed {
+		return false
+	}
+	t.active[pc] = struct{}{}
+	return true
+}
+
+// doneActive records that pc's request is over.
+func (t *Transport) doneActive(pc *conn) {
+	t.mu.Lock()
+	delete(t.active, pc)
+	if len(t.active) == 0 && t.activeDone != nil {
+		close(t.activeDone)
+		t.activeDone = nil
+	}
+	t.mu.Unlock()
+}
+
+// waitActive waits until no connection is in use by a request, or ctx is done.
+func (t *Transport) waitActive(ctx context.Context) error {
+	t.mu.Lock()
+	if len(t.active) == 0 {
+		t.mu.Unlock()
+		return nil
+	}
+	if t.activeDone == nil {
+		t.activeDone = make(chan struct{})
+	}
+	ch := t.activeDone
+	t.mu.Unlock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// abortActive aborts every connection in use, with cause as the error their requests see.
+func (t *Transport) abortActive(cause error) {
+	t.mu.Lock()
+	pcs := make([]*conn, 0, len(t.active))
+	for pc := range t.active {
+		pcs = append(pcs, pc)
+	}
+	t.mu.Unlock()
+	for _, pc := range pcs {
+		pc.abort(cause)
+	}
+}

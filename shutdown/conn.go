@@ -1,0 +1,70 @@
+package shutdown
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync/atomic"
+	"syscall"
+)
+
+// Conn wraps the raw connection (the TCP socket, under any TLS) and remembers what the peer
+// did at the TCP level: whether a read has returned io.EOF (the peer's FIN) or a reset.
+//
+// crypto/tls returns io.EOF both for a received close_notify and for a bare FIN at a record
+// boundary. Reading TLS through a Conn tells them apart: TLS reporting io.EOF while the Conn
+// has not seen EOF means the peer's close_notify arrived.
+//
+// A Conn is safe for concurrent use as its underlying connection is.
+type Conn struct {
+	net.Conn
+	fin   atomic.Bool
+	reset atomic.Bool
+}
+
+// Watch wraps c. Give the result to tls.Client, and to the TLS and TCP layers.
+func Watch(c net.Conn) *Conn { return &Conn{Conn: c} }
+
+// Read reads from the underlying connection, noting a FIN or a reset.
+func (c *Conn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil {
+		c.noteReadError(err)
+	}
+	return n, err
+}
+
+func (c *Conn) noteReadError(err error) {
+	switch {
+	case err == io.EOF:
+		c.fin.Store(true)
+	case errors.Is(err, syscall.ECONNRESET):
+		c.reset.Store(true)
+	}
+}
+
+// PeerFIN reports whether a read has seen the peer's FIN.
+func (c *Conn) PeerFIN() bool { return c.fin.Load() }
+
+// PeerReset reports whether a read has seen the peer's reset.
+func (c *Conn) PeerReset() bool { return c.reset.Load() }
+
+// PeerClosed reports whether the peer has closed TCP: a FIN or reset was read, or one is
+// waiting in the receive queue behind no data (checked without blocking and without
+// consuming anything, where the platform allows).
+func (c *Conn) PeerClosed() bool {
+	if c.fin.Load() || c.reset.Load() {
+		return true
+	}
+	return c.peekClosed()
+}
+
+// CloseWrite sends a FIN if the underlying connection can half-close.
+func (c *Conn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return errNoHalfClose
+}
+
+var errNoHalfClose = errors.New("shutdown: connection cannot half-close")

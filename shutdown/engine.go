@@ -1,0 +1,235 @@
+package shutdown
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// DefaultBudget is the budget of a graceful teardown whose [Job.Budget] is zero.
+const DefaultBudget = 2 * time.Second
+
+// Layer is one level of a connection's teardown stack: HTTP/2, TLS, TCP, a proxy tunnel's
+// TLS. A stack is a slice of layers, top first; the last one owns the socket.
+type Layer interface {
+	// Graceful says this layer's goodbye. It may block on I/O, until ctx is done at the
+	// latest: when the budget runs out, the driver aborts the bottom layer, which must make
+	// every blocked call of the layers above it return.
+	Graceful(ctx context.Context, p *Progress) error
+	// Abort ends this layer without a goodbye. It never blocks, may be called more than
+	// once, and may be called while Graceful of any layer is running in another goroutine.
+	Abort()
+}
+
+// Job is one connection's teardown.
+type Job struct {
+	// Layers is the connection's stack, top first. The last layer owns the socket.
+	Layers []Layer
+	// Mode is Graceful or Abort.
+	Mode Mode
+	// Reason is why the connection ends; the engine records it and does not read it.
+	Reason string
+	// Budget bounds a graceful teardown. Zero means DefaultBudget. The teardown also ends
+	// when the context it runs under is done, whichever comes first.
+	Budget time.Duration
+	// Done, if set, is called once the socket is closed, in the teardown's goroutine, with
+	// the context the job was started with.
+	Done func(ctx context.Context, r *Record)
+}
+
+// Run runs j in the calling goroutine and returns its record once the socket is closed.
+// A graceful job ends within its budget, or when ctx is done, whichever is first: then the
+// bottom layer is aborted and the record says TimedOut. An abort never blocks.
+func Run(ctx context.Context, j Job) *Record {
+	rec := run(ctx, j, nil)
+	if j.Done != nil {
+		j.Done(ctx, rec)
+	}
+	return rec
+}
+
+// run drives the stack. If force is non-nil, the job can also be forced by closing it
+// (the engine's ForceAll), with the cause stored beside it.
+func run(ctx context.Context, j Job, forced *forceSignal) *Record {
+	rec := &Record{Mode: j.Mode, Reason: j.Reason, Start: time.Now()}
+	p := &Progress{rec: rec}
+	if len(j.Layers) == 0 {
+		rec.Outcome = Aborted
+		return rec
+	}
+	bottom := j.Layers[len(j.Layers)-1]
+	if j.Mode != Graceful {
+		for _, l := range j.Layers {
+			l.Abort()
+		}
+		rec.Outcome = Aborted
+		rec.Duration = time.Since(rec.Start)
+		return rec
+	}
+
+	budget := j.Budget
+	if budget <= 0 {
+		budget = DefaultBudget
+	}
+	ctx, cancel := context.WithTimeoutCause(ctx, budget, ErrBudget)
+	defer cancel()
+	if forced != nil {
+		stopForce := context.AfterFunc(forced.ctx, func() { cancel() })
+		defer stopForce()
+	}
+	// The budget's backstop: when ctx ends, close the socket underneath so that every
+	// layer blocked on I/O returns. firedAt is written before Abort and read after stop.
+	var firedAt atomic.Int64
+	stop := context.AfterFunc(ctx, func() {
+		firedAt.Store(time.Now().UnixNano())
+		bottom.Abort()
+	})
+
+	var failed error
+	for _, l := range j.Layers {
+		if failed != nil {
+			l.Abort()
+			continue
+		}
+		if err := l.Graceful(ctx, p); err != nil {
+			failed = err
+			l.Abort()
+		}
+	}
+	wasForced := !stop()
+	bottom.Abort() // closes the socket if no layer did; a no-op otherwise
+
+	switch {
+	case wasForced:
+		// The AfterFunc has started; it stored firedAt before aborting, and the layers
+		// returned only after the abort, so the store happened before this load.
+		rec.Events = append(rec.Events, Event{Step: Forced, At: time.Unix(0, firedAt.Load())})
+		rec.Outcome = TimedOut
+		rec.Err = context.Cause(ctx)
+		if forced != nil && forced.ctx.Err() != nil {
+			rec.Err = context.Cause(forced.ctx)
+		}
+	case failed != nil:
+		rec.Outcome = Failed
+		rec.Err = failed
+	case p.wantCloseNotify && rec.CloseNotifyReceived, !p.wantCloseNotify && rec.FINReceived:
+		rec.Outcome = Clean
+	default:
+		rec.Outcome = PeerSilent
+	}
+	rec.Duration = time.Since(rec.Start)
+	return rec
+}
+
+type forceSignal struct {
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+}
+
+// Engine runs teardowns in the background and keeps track of them, so that a transport can
+// force them all or wait for them all. The zero Engine is ready to use. Engines are safe for
+// concurrent use by multiple goroutines.
+type Engine struct {
+	mu      sync.Mutex // guards the following
+	running map[*forceSignal]struct{}
+	allDone chan struct{} // closed when running empties; nil while nothing ever ran
+}
+
+// Go starts j in a new goroutine and returns at once. ctx bounds the teardown along with
+// its budget and carries values (a parent span) to j.Done; cancelling ctx forces the
+// teardown (the bottom layer is aborted).
+func (e *Engine) Go(ctx context.Context, j Job) {
+	f := e.track()
+	// The teardown's goroutine: it may block on the peer, up to the budget, so it must not
+	// run in the caller's. It exits when the socket is closed.
+	go func() {
+		rec := run(ctx, j, f)
+		f.cancel(nil)
+		if j.Done != nil {
+			j.Done(ctx, rec)
+		}
+		e.untrack(f)
+	}()
+}
+
+// Do runs j in the calling goroutine, tracked like the teardowns of Go, and returns its
+// record. It suits aborts, which never block; a graceful job blocks up to its budget.
+func (e *Engine) Do(ctx context.Context, j Job) *Record {
+	f := e.track()
+	rec := run(ctx, j, f)
+	f.cancel(nil)
+	if j.Done != nil {
+		j.Done(ctx, rec)
+	}
+	e.untrack(f)
+	return rec
+}
+
+func (e *Engine) track() *forceSignal {
+	f := &forceSignal{}
+	f.ctx, f.cancel = context.WithCancelCause(context.Background())
+	e.mu.Lock()
+	if e.running == nil {
+		e.running = make(map[*forceSignal]struct{})
+	}
+	if len(e.running) == 0 {
+		e.allDone = make(chan struct{})
+	}
+	e.running[f] = struct{}{}
+	e.mu.Unlock()
+	return f
+}
+
+func (e *Engine) untrack(f *forceSignal) {
+	e.mu.Lock()
+	delete(e.running, f)
+	if len(e.running) == 0 {
+		close(e.allDone)
+	}
+	e.mu.Unlock()
+}
+
+// Running reports how many teardowns are in progress.
+func (e *Engine) Running() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.running)
+}
+
+// Wait blocks until no teardown is in progress, or ctx is done, in which case it returns
+// ctx's cause. Teardowns started while it waits are waited for too.
+func (e *Engine) Wait(ctx context.Context) error {
+	for {
+		e.mu.Lock()
+		if len(e.running) == 0 {
+			e.mu.Unlock()
+			return nil
+		}
+		ch := e.allDone
+		e.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	}
+}
+
+// ForceAll forces every teardown in progress: each closes its socket underneath at once and
+// records TimedOut with cause as its error. It does not wait; use Wait for that.
+func (e *Engine) ForceAll(cause error) {
+	if cause == nil {
+		cause = errors.New("shutdown: forced")
+	}
+	e.mu.Lock()
+	fs := make([]*forceSignal, 0, len(e.running))
+	for f := range e.running {
+		fs = append(fs, f)
+	}
+	e.mu.Unlock()
+	for _, f := range fs {
+		f.cancel(cause)
+	}
+}

@@ -1,0 +1,143 @@
+package shutdown
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"net"
+	"sync"
+	"time"
+)
+
+// DefaultMaxDrain is the drain cap of a [TCP] layer whose MaxDrain is zero.
+const DefaultMaxDrain = 256 << 10
+
+// TLS is the layer that says goodbye with close_notify. Its abort sends nothing: the layer
+// below closes the socket, and a close_notify is never written for an aborted connection.
+type TLS struct {
+	Conn *tls.Conn
+	// Raw is the watched connection under Conn.
+	Raw *Conn
+	// PeerClosed says the peer's close_notify has already been read (an idle connection the
+	// server closed): it is recorded as received.
+	PeerClosed bool
+}
+
+// Graceful sends close_notify, unless the peer has already closed TCP: writing then only
+// draws a reset (curl's rule), so the layer below just sends its FIN and closes.
+func (l *TLS) Graceful(ctx context.Context, p *Progress) error {
+	p.ExpectCloseNotify()
+	if l.PeerClosed {
+		p.Note(CloseNotifyReceived)
+	}
+	if l.Raw.PeerClosed() {
+		return nil
+	}
+	// CloseWrite writes the alert under crypto/tls's own 5 s deadline; the budget's
+	// backstop closes the socket underneath if ctx ends first.
+	if err := l.Conn.CloseWrite(); err != nil {
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
+		return err
+	}
+	p.Note(CloseNotifySent)
+	return nil
+}
+
+// Abort does nothing: no close_notify is sent; the socket is closed by the layer below.
+func (l *TLS) Abort() {}
+
+// TCP is the bottom layer: it sends FIN, drains what the peer still sends until its EOF
+// (bounded by the budget and MaxDrain), then closes the socket. Its abort closes the socket
+// at once.
+type TCP struct {
+	Conn *Conn
+	// Drain is what the layer reads while draining: the top of the stack that still parses
+	// the peer's bytes (the *tls.Conn over Conn, so that the peer's close_notify is seen).
+	// Nil means Conn.
+	Drain io.Reader
+	// MaxDrain caps the bytes drained after our goodbye. Zero means DefaultMaxDrain.
+	MaxDrain int64
+
+	closeOnce sync.Once
+}
+
+var drainBufs = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+
+// Graceful sends FIN, drains until the peer's EOF, and closes the socket.
+func (l *TCP) Graceful(ctx context.Context, p *Progress) (err error) {
+	defer func() {
+		if cerr := l.close(); err == nil && cerr != nil && ctx.Err() == nil {
+			err = cerr
+		}
+	}()
+	if err := l.Conn.CloseWrite(); err != nil {
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
+		return err
+	}
+	p.Note(FINSent)
+	if l.Conn.PeerFIN() {
+		p.Note(FINReceived)
+		return nil
+	}
+	if d, ok := ctx.Deadline(); ok {
+		// Belt and braces: the backstop closes the socket at the budget anyway.
+		l.Conn.SetReadDeadline(d)
+	}
+	maxDrain := l.MaxDrain
+	if maxDrain <= 0 {
+		maxDrain = DefaultMaxDrain
+	}
+	r := l.Drain
+	if r == nil {
+		r = l.Conn
+	}
+	bp := drainBufs.Get().(*[]byte)
+	defer drainBufs.Put(bp)
+	buf := *bp
+	for {
+		n, rerr := r.Read(buf)
+		if n > 0 {
+			p.AddDrained(n)
+			if p.rec.DrainBytes > maxDrain {
+				return ErrDrainLimit
+			}
+		}
+		if rerr == nil {
+			continue
+		}
+		if l.Conn.PeerFIN() {
+			p.Note(FINReceived)
+			return nil
+		}
+		if r != io.Reader(l.Conn) && rerr == io.EOF {
+			// The layer above saw its peer's goodbye while TCP is still open: keep
+			// draining the raw socket until the FIN.
+			p.Note(CloseNotifyReceived)
+			r = l.Conn
+			continue
+		}
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
+		if ne, ok := rerr.(net.Error); ok && ne.Timeout() {
+			return ErrBudget
+		}
+		return rerr
+	}
+}
+
+func (l *TCP) close() error {
+	var err error
+	l.closeOnce.Do(func() {
+		l.Conn.SetDeadline(time.Now()) // wake any reader or writer still inside
+		err = l.Conn.Close()
+	})
+	return err
+}
+
+// Abort closes the socket at once. The peer sees FIN, or RST if it had unread data.
+func (l *TCP) Abort() { l.close() }

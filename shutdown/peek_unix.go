@@ -1,0 +1,37 @@
+//go:build unix
+
+package shutdown
+
+import (
+	"io"
+	"syscall"
+)
+
+// peekClosed looks at the socket's receive queue without blocking and without consuming it:
+// a zero-byte MSG_PEEK read means the peer's FIN is next.
+func (c *Conn) peekClosed() bool {
+	sc, ok := c.Conn.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var closed bool
+	var buf [1]byte
+	// The function returns true at once: this is one non-blocking look, not a wait.
+	err = rc.Read(func(fd uintptr) bool {
+		n, _, rerr := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		switch {
+		case rerr == nil && n == 0:
+			closed = true
+			c.noteReadError(io.EOF)
+		case rerr == syscall.ECONNRESET:
+			closed = true
+			c.noteReadError(rerr)
+		}
+		return true
+	})
+	return err == nil && closed
+}

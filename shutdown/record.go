@@ -1,0 +1,200 @@
+// Package shutdown is endwell's teardown engine: it ends a connection by walking a stack of
+// layers (HTTP/2, TLS, TCP) top-down under a time budget, in the background, and records
+// what each ending put on the wire.
+//
+// The package knows nothing of HTTP or of endwell's pool: a connection's owner builds its
+// stack of [Layer]s and hands it to an [Engine] (or to [Run]) with a [Mode] and a reason.
+// Each layer has a graceful verb that may block on I/O and an abort verb that never blocks.
+// The driver walks the stack from the top; the first failure turns the remaining layers into
+// aborts; when the budget runs out the bottom layer is aborted, which closes the socket and so
+// unblocks every layer above it. That is the only way to bound crypto/tls, whose close_notify
+// write carries its own 5 second deadline that overrides the caller's.
+package shutdown
+
+import (
+	"errors"
+	"time"
+)
+
+// Mode says how a connection ends.
+type Mode uint8
+
+const (
+	// Graceful says goodbye at every layer: GOAWAY, close_notify, FIN, then drains what the
+	// peer still sends until its own goodbye, within the budget.
+	Graceful Mode = iota + 1
+	// Abort closes the socket at once and says no goodbye: no close_notify, so the peer can
+	// never take a truncated transfer for a complete one.
+	Abort
+)
+
+// String returns "graceful" or "abort".
+func (m Mode) String() string {
+	switch m {
+	case Graceful:
+		return "graceful"
+	case Abort:
+		return "abort"
+	}
+	return "unknown"
+}
+
+// Outcome says how a teardown went.
+type Outcome uint8
+
+const (
+	// Clean means both goodbyes were exchanged: ours and the peer's close_notify (over TLS)
+	// or FIN (over plain TCP).
+	Clean Outcome = iota + 1
+	// PeerSilent means ours was sent and the peer closed without its own goodbye.
+	PeerSilent
+	// TimedOut means the teardown was forced: the budget ran out, or its context ended.
+	TimedOut
+	// Aborted means the teardown was an abort by design.
+	Aborted
+	// Failed means a layer failed during a graceful teardown (a reset, a write error); the
+	// remaining layers were aborted.
+	Failed
+)
+
+// String returns the outcome's name as endwell's spans and metrics spell it.
+func (o Outcome) String() string {
+	switch o {
+	case Clean:
+		return "clean"
+	case PeerSilent:
+		return "peer_silent"
+	case TimedOut:
+		return "timed_out"
+	case Aborted:
+		return "aborted"
+	case Failed:
+		return "failed"
+	}
+	return "unknown"
+}
+
+// Step is one thing a teardown did or saw on the wire.
+type Step uint8
+
+const (
+	GoAwaySent Step = iota + 1
+	CloseNotifySent
+	FINSent
+	CloseNotifyReceived
+	FINReceived
+	Forced
+)
+
+// String returns the step's name as endwell's span events spell it.
+func (s Step) String() string {
+	switch s {
+	case GoAwaySent:
+		return "goaway_sent"
+	case CloseNotifySent:
+		return "close_notify_sent"
+	case FINSent:
+		return "fin_sent"
+	case CloseNotifyReceived:
+		return "close_notify_received"
+	case FINReceived:
+		return "fin_received"
+	case Forced:
+		return "forced"
+	}
+	return "unknown"
+}
+
+// Event is a step and when it happened.
+type Event struct {
+	Step Step
+	At   time.Time
+}
+
+// Record is what one teardown did. The engine fills it; layers add to it through
+// [Progress]. It is plain data for tracing and statistics.
+type Record struct {
+	Mode    Mode
+	Reason  string
+	Outcome Outcome
+
+	CloseNotifySent     bool
+	CloseNotifyReceived bool
+	GoAwaySent          bool
+	FINSent             bool
+	FINReceived         bool
+	// DrainBytes counts the bytes read from the peer while draining.
+	DrainBytes int64
+
+	Start    time.Time
+	Duration time.Duration
+	// Err is the first error of the teardown: a layer's failure, or the cause that forced it
+	// (an [ErrBudget] for the budget). Nil for a clean, silent or aborted ending.
+	Err error
+	// Events lists the steps in the order they happened.
+	Events []Event
+}
+
+// Progress is a teardown's record under construction, handed to each layer's graceful verb.
+// It is used by the driver's goroutine only.
+type Progress struct {
+	rec *Record
+	// wantCloseNotify is set by a TLS layer: the peer's goodbye that makes an ending clean is
+	// then its close_notify rather than its FIN.
+	wantCloseNotify bool
+}
+
+// Note records that step happened now. Noting a step twice records it once.
+func (p *Progress) Note(step Step) {
+	r := p.rec
+	if flag := r.flag(step); flag != nil {
+		if *flag {
+			return
+		}
+		*flag = true
+	}
+	r.Events = append(r.Events, Event{Step: step, At: time.Now()})
+}
+
+// Noted reports whether step was recorded.
+func (p *Progress) Noted(step Step) bool {
+	f := p.rec.flag(step)
+	return f != nil && *f
+}
+
+// AddDrained counts n bytes read from the peer while draining.
+func (p *Progress) AddDrained(n int) { p.rec.DrainBytes += int64(n) }
+
+// ExpectCloseNotify says the connection speaks TLS: its ending is clean only if the peer's
+// close_notify arrives.
+func (p *Progress) ExpectCloseNotify() { p.wantCloseNotify = true }
+
+func (r *Record) flag(step Step) *bool {
+	switch step {
+	case GoAwaySent:
+		return &r.GoAwaySent
+	case CloseNotifySent:
+		return &r.CloseNotifySent
+	case FINSent:
+		return &r.FINSent
+	case CloseNotifyReceived:
+		return &r.CloseNotifyReceived
+	case FINReceived:
+		return &r.FINReceived
+	}
+	return nil
+}
+
+// ErrBudget is the cause recorded when a graceful teardown ran out of its budget and its
+// socket was closed underneath. It reports Timeout() == true.
+var ErrBudget error = budgetError{}
+
+type budgetError struct{}
+
+func (budgetError) Error() string   { return "shutdown: budget exceeded, socket closed underneath" }
+func (budgetError) Timeout() bool   { return true }
+func (budgetError) Temporary() bool { return false }
+
+// ErrDrainLimit is returned by the TCP layer when the peer sent more than the drain cap
+// after our goodbye; the connection is then cut off.
+var ErrDrainLimit = errors.New("shutdown: peer sent more than the drain limit after our goodbye")

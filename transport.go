@@ -1,0 +1,305 @@
+// Package endwell is an HTTP client transport, an [http.RoundTripper] with its own
+// connection pool, that ends every connection the way its story ended.
+//
+// A finished conversation ends gracefully: TLS close_notify, TCP FIN, a bounded drain of what
+// the peer still sends, then close, so the peer sees a clean end and no socket lingers in
+// CLOSE_WAIT or FIN_WAIT_2. An aborted transfer (a body closed early, a cancelled context, a
+// timeout, an error) ends without close_notify, as curl does since 8.9, so a server can never
+// take a truncated transfer for a complete one. Every graceful close runs in the background
+// under a budget ([Transport.ShutdownTimeout], 2 seconds by default) and never blocks a
+// request.
+//
+// A [Transport] is a drop-in replacement for [http.Transport] in an [http.Client]:
+//
+//	t := &endwell.Transport{}
+//	defer t.Shutdown(context.Background())
+//	client := &http.Client{Transport: t}
+package endwell
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/endwell/endwell/pool"
+	"github.com/endwell/endwell/shutdown"
+)
+
+var _ http.RoundTripper = (*Transport)(nil)
+
+// Transport is an [http.RoundTripper] that owns its connections and ends each of them the
+// right way. Its configuration is exported fields, as in [http.Transport]; set them before
+// the first request and do not change them afterwards. The zero Transport is ready to use.
+//
+// Transports are safe for concurrent use by multiple goroutines. Like [http.Transport], a
+// Transport should be reused rather than created per request; end it with
+// [Transport.Shutdown] (graceful) or [Transport.Close] (abort).
+type Transport struct {
+	// Proxy returns the proxy for a request, or nil for none. Zero means no proxy; set it
+	// to [http.ProxyFromEnvironment] for the environment's. http:// and https:// proxy URLs
+	// are supported: http:// requests go through them in absolute form, https:// requests
+	// through a CONNECT tunnel.
+	Proxy func(*http.Request) (*url.URL, error)
+
+	// DialContext dials the TCP connections. Zero means a [net.Dialer] with a 30 second
+	// timeout and 30 second keep-alive, as in [http.DefaultTransport]; endwell then
+	// resolves names itself so that httptrace's DNS hooks fire.
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	// TLSClientConfig configures TLS. Zero means the default configuration. It is cloned
+	// before use; its NextProtos are replaced by the protocols this transport speaks.
+	TLSClientConfig *tls.Config
+
+	// TLSHandshakeTimeout bounds the TLS handshake. Zero means 10 seconds; negative means
+	// no limit other than the request's context.
+	TLSHandshakeTimeout time.Duration
+
+	// DisableKeepAlives, if true, uses each connection for one request only and then
+	// closes it gracefully (reason keepalives_disabled).
+	DisableKeepAlives bool
+
+	// DisableCompression, if true, stops the transport from asking for gzip on its own.
+	// When it does ask (the request has no Accept-Encoding and no Range), it decompresses
+	// the response transparently and sets [http.Response.Uncompressed], as net/http does.
+	DisableCompression bool
+
+	// MaxIdleConns limits idle connections over all hosts. Zero means 100, as in
+	// [http.DefaultTransport]; negative means no limit.
+	MaxIdleConns int
+
+	// MaxIdleConnsPerHost limits idle connections per host. Zero means 32: net/http's
+	// default of 2 makes busy clients close and redial connections all the time. Negative
+	// means no limit.
+	MaxIdleConnsPerHost int
+
+	// MaxConnsPerHost limits connections per host, dialing, active and idle. Requests over
+	// the limit wait, in order, until a connection frees or their context ends. Zero means
+	// no limit.
+	MaxConnsPerHost int
+
+	// IdleConnTimeout is how long a connection may stay idle before it is closed
+	// gracefully (reason idle_timeout). Zero means 90 seconds, as in
+	// [http.DefaultTransport]; negative means no limit.
+	IdleConnTimeout time.Duration
+
+	// ResponseHeaderTimeout bounds the wait for the response headers once the request is
+	// written. When it runs out, the connection is aborted and RoundTrip returns
+	// [ErrResponseHeaderTimeout]. Zero means no limit.
+	ResponseHeaderTimeout time.Duration
+
+	// ExpectContinueTimeout is how long a request with "Expect: 100-continue" waits for
+	// the server's 100 Continue before it sends its body anyway. Zero means 1 second, as
+	// in [http.DefaultTransport]; negative means the body is sent at once.
+	ExpectContinueTimeout time.Duration
+
+	// MaxResponseHeaderBytes limits the size of the response headers. Zero means 1 MiB.
+	MaxResponseHeaderBytes int64
+
+	// ProxyConnectHeader holds headers sent with CONNECT requests to a proxy.
+	ProxyConnectHeader http.Header
+
+	// ShutdownTimeout is the budget of each graceful close: when it runs out the socket is
+	// closed underneath. Zero means 2 seconds.
+	ShutdownTimeout time.Duration
+
+	// MaxDrainBytes and MaxDrainTime bound the discard of a response body closed before
+	// its end: if the rest arrives within both limits, the connection is reused; otherwise
+	// it is aborted. A remainder known to be larger than MaxDrainBytes aborts at once. Zero
+	// means 256 KiB and 100 milliseconds; negative turns the drain off (always abort).
+	MaxDrainBytes int64
+	MaxDrainTime  time.Duration
+
+	// onTeardown, if set, sees every teardown record (tests).
+	onTeardown func(*shutdown.Record)
+
+	initOnce sync.Once
+	cfg      config
+	pool     *pool.Pool[*conn]
+	engine   shutdown.Engine
+
+	// state is stateOpen, stateShuttingDown or stateClosed.
+	state atomic.Int32
+
+	// shutdownCtx is Shutdown's context, once it was called.
+	shutdownCtx atomic.Pointer[context.Context]
+
+	mu         sync.Mutex         // guards the following
+	active     map[*conn]struct{} // connections in use by a request, for Shutdown and Close
+	activeDone chan struct{}      // closed when active empties, if someone waits
+}
+
+const (
+	stateOpen int32 = iota
+	stateShuttingDown
+	stateClosed
+)
+
+// config is the Transport's configuration with defaults filled in, set once by init.
+type config struct {
+	dial                  func(ctx context.Context, network, addr string) (net.Conn, error)
+	ownDialer             bool
+	tlsHandshakeTimeout   time.Duration
+	idleTimeout           time.Duration
+	responseHeaderTimeout time.Duration
+	expectContinueTimeout time.Duration
+	maxHeaderBytes        int64
+	budget                time.Duration
+	maxDrainBytes         int64
+	maxDrainTime          time.Duration
+}
+
+func defaulted[T int | int64 | time.Duration](v, zero T) T {
+	if v == 0 {
+		return zero
+	}
+	return v
+}
+
+func (t *Transport) init() {
+	t.initOnce.Do(func() {
+		c := &t.cfg
+		c.dial = t.DialContext
+		if c.dial == nil {
+			c.ownDialer = true
+			d := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
+			c.dial = d.DialContext
+		}
+		c.tlsHandshakeTimeout = defaulted(t.TLSHandshakeTimeout, 10*time.Second)
+		c.idleTimeout = defaulted(t.IdleConnTimeout, 90*time.Second)
+		c.responseHeaderTimeout = t.ResponseHeaderTimeout
+		c.expectContinueTimeout = defaulted(t.ExpectContinueTimeout, time.Second)
+		c.maxHeaderBytes = defaulted(t.MaxResponseHeaderBytes, 1<<20)
+		c.budget = defaulted(t.ShutdownTimeout, shutdown.DefaultBudget)
+		c.maxDrainBytes = defaulted(t.MaxDrainBytes, 256<<10)
+		c.maxDrainTime = defaulted(t.MaxDrainTime, 100*time.Millisecond)
+		t.active = make(map[*conn]struct{})
+		t.pool = pool.New(pool.Config[*conn]{
+			MaxIdle:       defaulted(t.MaxIdleConns, 100),
+			MaxIdlePerKey: defaulted(t.MaxIdleConnsPerHost, 32),
+			MaxPerKey:     t.MaxConnsPerHost,
+			IdleTimeout:   c.idleTimeout,
+			Dial:          t.dialForPool,
+			Retire:        t.retire,
+		})
+	})
+}
+
+// Errors that callers can branch on with [errors.Is] and [errors.As].
+var (
+	// ErrClosed is returned by RoundTrip after [Transport.Close], and by requests that Close
+	// aborted. It unwraps to [net.ErrClosed].
+	ErrClosed error = &closedError{"endwell: transport closed"}
+	// ErrShutdown is returned by RoundTrip after [Transport.Shutdown] was called, and by
+	// requests that Shutdown aborted when its context ended. It unwraps to [net.ErrClosed].
+	ErrShutdown error = &closedError{"endwell: transport shut down"}
+	// ErrResponseHeaderTimeout is returned when [Transport.ResponseHeaderTimeout] runs out.
+	// It is a [net.Error] whose Timeout method reports true.
+	ErrResponseHeaderTimeout error = &timeoutError{"endwell: timeout awaiting response headers"}
+	// ErrNotSent matches (with [errors.Is]) every error after which the request certainly
+	// did not reach the server: dial and TLS failures, and a connection found closed before
+	// any of the request was written. Such a request is safe to retry whatever its method.
+	ErrNotSent = errors.New("endwell: request not sent")
+	// ErrBodyClosed is returned by a response body's Read after its Close.
+	ErrBodyClosed = errors.New("endwell: read on closed response body")
+	// ErrServerClosedConn is returned when the server closed a connection before sending
+	// any byte of the response (a stale keep-alive connection, typically).
+	ErrServerClosedConn = errors.New("endwell: server closed connection before responding")
+)
+
+type closedError struct{ msg string }
+
+func (e *closedError) Error() string { return e.msg }
+func (e *closedError) Unwrap() error { return net.ErrClosed }
+
+type timeoutError struct{ msg string }
+
+func (e *timeoutError) Error() string   { return e.msg }
+func (e *timeoutError) Timeout() bool   { return true }
+func (e *timeoutError) Temporary() bool { return true }
+
+// DialError reports a failure to establish a connection: the TCP dial, the proxy's CONNECT
+// or the TLS handshake. The request was not sent: errors.Is(err, ErrNotSent) is true.
+type DialError struct {
+	// Op is "dial", "proxy" or "tls".
+	Op string
+	// Addr is the address dialled: the server's, or the proxy's for Op "proxy".
+	Addr string
+	Err  error
+}
+
+func (e *DialError) Error() string { return "endwell: " + e.Op + " " + e.Addr + ": " + e.Err.Error() }
+func (e *DialError) Unwrap() error { return e.Err }
+
+// Is reports whether target is ErrNotSent.
+func (e *DialError) Is(target error) bool { return target == ErrNotSent }
+
+// Timeout reports whether the dial failed because of a timeout.
+func (e *DialError) Timeout() bool {
+	var ne net.Error
+	return errors.As(e.Err, &ne) && ne.Timeout() || errors.Is(e.Err, context.DeadlineExceeded)
+}
+
+// ProtocolError reports a malformed response: a bad status line or header, broken chunked
+// framing, a Content-Length mismatch, headers over MaxResponseHeaderBytes. The connection
+// it arrived on is aborted and never reused.
+type ProtocolError struct {
+	Err error
+}
+
+func (e *ProtocolError) Error() string { return "endwell: malformed response: " + e.Err.Error() }
+func (e *ProtocolError) Unwrap() error { return e.Err }
+
+// CloseIdleConnections closes every idle connection gracefully, in the background, and
+// returns at once. Connections in use are not touched.
+func (t *Transport) CloseIdleConnections() {
+	t.init()
+	t.pool.CloseIdle()
+}
+
+// Shutdown ends the transport gracefully. From the call on, RoundTrip fails with
+// [ErrShutdown]. Idle connections close gracefully at once, all in parallel; each connection
+// in use closes gracefully as soon as its response is done. When ctx ends, what is still in
+// flight is aborted, without close_notify, and the graceful closes still running are cut
+// off. The whole pool shares one deadline: the earlier of ctx's and the budget.
+//
+// Shutdown returns nil once every socket is closed, or ctx's error if it ended first (the
+// sockets are then being closed, without waiting on any peer).
+func (t *Transport) Shutdown(ctx context.Context) error {
+	t.init()
+	// Graceful closes from now on run under ctx: its deadline bounds them, its span is
+	// their parent.
+	t.shutdownCtx.CompareAndSwap(nil, &ctx)
+	t.state.CompareAndSwap(stateOpen, stateShuttingDown)
+	t.pool.Close() // idle connections retire (gracefully, see retire) at once
+
+	err := t.waitActive(ctx)
+	if err == nil {
+		err = t.engine.Wait(ctx)
+	}
+	if err != nil {
+		t.abortActive(ErrShutdown)
+		t.engine.ForceAll(ErrShutdown)
+		t.engine.Wait(context.Background()) // forced teardowns end without waiting on peers
+		return ctx.Err()
+	}
+	return nil
+}
+
+// Close aborts everything now: requests in flight fail with [ErrClosed], every connection is
+// closed without close_notify, graceful closes in progress are cut off. It returns once every
+// socket is closed and never waits on a peer.
+func (t *Transport) Close() error {
+	t.init()
+	t.state.Store(stateClosed)
+	t.pool.Close()
+	t.abortActive(ErrClosed)
+	t.engine.ForceAll(ErrClosed)
+	t.engine.Wait(context.Background())
+	return nil
+}
