@@ -7,8 +7,8 @@ import (
 	"errors"
 	"io"
 	"net"
-	"syscall"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/endwell/endwell/pool"
