@@ -206,7 +206,9 @@ func (t *Transport) getConn(ctx context.Context, tg *target, trace *httptrace.Cl
 		}
 		pc := e.Value
 		pc.entry.CompareAndSwap(nil, e)
-		if info.WasIdle && !pc.takeFromIdle() {
+		// A connection handed over by Put, idle or straight to a waiting Get, has its
+		// idle watcher running.
+		if !pc.takeFromIdle() {
 			continue
 		}
 		if !t.addActive(pc) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -80,11 +79,13 @@ func run(ctx context.Context, j Job, forced *forceSignal) *Record {
 		defer stopForce()
 	}
 	// The budget's backstop: when ctx ends, close the socket underneath so that every
-	// layer blocked on I/O returns. firedAt is written before Abort and read after stop.
-	var firedAt atomic.Int64
+	// layer blocked on I/O returns. firedAt is written before fired is closed.
+	var firedAt time.Time
+	fired := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
-		firedAt.Store(time.Now().UnixNano())
+		firedAt = time.Now()
 		bottom.Abort()
+		close(fired)
 	})
 
 	var failed error
@@ -103,9 +104,10 @@ func run(ctx context.Context, j Job, forced *forceSignal) *Record {
 
 	switch {
 	case wasForced:
-		// The AfterFunc has started; it stored firedAt before aborting, and the layers
-		// returned only after the abort, so the store happened before this load.
-		rec.Events = append(rec.Events, Event{Step: Forced, At: time.Unix(0, firedAt.Load())})
+		// The AfterFunc has started, but a layer may have returned on its own once ctx
+		// was done, before the AfterFunc ran: wait for it (Abort never blocks).
+		<-fired
+		rec.Events = append(rec.Events, Event{Step: Forced, At: firedAt})
 		rec.Outcome = TimedOut
 		rec.Err = context.Cause(ctx)
 		if forced != nil && forced.ctx.Err() != nil {

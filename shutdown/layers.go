@@ -83,10 +83,9 @@ func (l *TCP) Graceful(ctx context.Context, p *Progress) (err error) {
 		p.Note(FINReceived)
 		return nil
 	}
-	if d, ok := ctx.Deadline(); ok {
-		// Belt and braces: the backstop closes the socket at the budget anyway.
-		l.Conn.SetReadDeadline(d)
-	}
+	// No read deadline at ctx's deadline: the read could time out before ctx's timer
+	// fires and be taken for a failure. The driver's backstop closes the socket once ctx
+	// is done, which ends the read below.
 	maxDrain := l.MaxDrain
 	if maxDrain <= 0 {
 		maxDrain = DefaultMaxDrain

@@ -1,0 +1,139 @@
+package endwell_test
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/tls"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"testing"
+
+	"github.com/endwell/endwell"
+)
+
+// fastServer is a minimal HTTP/1.1 keep-alive server for benchmarks: it answers every
+// request with the same small response, so that the clients' cost dominates. It reads each
+// request's header block and ignores bodies (benchmark requests have none).
+type fastServer struct {
+	ln   net.Listener
+	wg   sync.WaitGroup
+	resp []byte
+}
+
+func newFastServer(tb testing.TB, tlsCfg *tls.Config) *fastServer {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if tlsCfg != nil {
+		ln = tls.NewListener(ln, tlsCfg)
+	}
+	body := bytes.Repeat([]byte("x"), 128)
+	s := &fastServer{ln: ln}
+	s.resp = append([]byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 128\r\n\r\n"), body...)
+	s.wg.Add(1)
+	// The accept loop: it exits when the listener closes.
+	go func() {
+		defer s.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.wg.Add(1)
+			// One connection's loop: it exits when the client closes or an error occurs.
+			go func() {
+				defer s.wg.Done()
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					if err := skipHeader(br); err != nil {
+						return
+					}
+					if _, err := c.Write(s.resp); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	tb.Cleanup(func() { ln.Close(); s.wg.Wait() })
+	return s
+}
+
+func skipHeader(br *bufio.Reader) error {
+	for {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			return err
+		}
+		if len(line) <= 2 {
+			return nil
+		}
+	}
+}
+
+func (s *fastServer) url(scheme string) string { return scheme + "://" + s.ln.Addr().String() + "/" }
+
+// BenchmarkHTTP1 compares endwell with net/http.Transport, HTTP/1.1 small responses over
+// keep-alive connections, 32 concurrent clients, in the same run against the same server.
+// Compare ns/op and allocs/op of the sub-benchmarks (benchstat, or the README's command).
+func BenchmarkHTTP1(b *testing.B) {
+	for _, scheme := range []string{"http", "https"} {
+		var srvTLS, cliTLS *tls.Config
+		if scheme == "https" {
+			srvTLS, cliTLS = benchTLS(b)
+		}
+		srv := newFastServer(b, srvTLS)
+		for _, impl := range []string{"nethttp", "endwell"} {
+			b.Run(scheme+"/"+impl, func(b *testing.B) {
+				var rt http.RoundTripper
+				switch impl {
+				case "nethttp":
+					t := &http.Transport{TLSClientConfig: cliTLS, MaxIdleConnsPerHost: 64}
+					defer t.CloseIdleConnections()
+					rt = t
+				case "endwell":
+					t := &endwell.Transport{TLSClientConfig: cliTLS}
+					defer t.Close()
+					rt = t
+				}
+				benchRoundTrips(b, rt, srv.url(scheme))
+			})
+		}
+	}
+}
+
+func benchRoundTrips(b *testing.B, rt http.RoundTripper, url string) {
+	req, err := http.NewRequest("GET", url, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetParallelism(16) // 2 cores x 16 = 32 concurrent clients
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		buf := make([]byte, 512)
+		for pb.Next() {
+			resp, err := rt.RoundTrip(req)
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			for {
+				_, err := resp.Body.Read(buf)
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					b.Error(err)
+					return
+				}
+			}
+			resp.Body.Close()
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
+}
