@@ -53,6 +53,9 @@ type conn struct {
 	interrupting atomic.Bool   // set while a taker interrupts the watcher
 	idleSince    time.Time
 	peerClosed   atomic.Bool // the server closed the connection while it was idle
+
+	tel   *connTelemetry
+	state atomic.Int32 // a connState, for the open_connections metric
 }
 
 // connReader is what the connection's bufio.Reader reads from: nc, within readLimit.
@@ -117,12 +120,14 @@ func (pc *conn) end(ctx context.Context, mode shutdown.Mode, reason string, caus
 	if e := pc.entry.Load(); e != nil {
 		t.pool.Remove(e)
 	}
+	pc.setState(stateGone)
+	t.teardownStarted(pc)
 	job := shutdown.Job{
 		Layers: pc.layers(),
 		Mode:   mode,
 		Reason: reason,
 		Budget: t.cfg.budget,
-		Done:   t.teardownDone,
+		Done:   pc.teardownDone,
 	}
 	if mode == shutdown.Abort {
 		t.engine.Do(ctx, job)

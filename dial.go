@@ -81,6 +81,7 @@ func (t *Transport) dial(ctx context.Context, tg *target) (*conn, error) {
 	pc.tunnel = tunnel
 	pc.serverAddr = tg.addr
 	pc.proxied = tg.proxy != nil && tg.scheme == "http"
+	pc.tel = newConnTelemetry(tg.addr, raw.RemoteAddr(), "1.1")
 	return pc, nil
 }
 

@@ -2,6 +2,7 @@ package endwell
 
 import (
 	"context"
+	"math/rand/v2"
 	"time"
 
 	"github.com/endwell/endwell/pool"
@@ -19,6 +20,7 @@ var aLongTimeAgo = time.Unix(1, 0)
 // putIdle hands pc back to the pool after a complete exchange, with its watcher started.
 func (t *Transport) putIdle(pc *conn) {
 	pc.idleSince = time.Now()
+	pc.setState(stateIdle)
 	pc.startWatch()
 	t.pool.Put(pc.entry.Load())
 	t.doneActive(pc)
@@ -99,6 +101,21 @@ func (t *Transport) retire(pc *conn, why pool.Reason) {
 		reason = reasonShutdown
 	}
 	pc.end(t.closeCtx(), shutdown.Graceful, reason, nil)
+}
+
+// lifetime is the pool's Lifetime: MaxConnLifetime with ±10% jitter, so that connections
+// made together do not all expire together (golang/go#79664).
+func (t *Transport) lifetime() time.Duration {
+	d := t.MaxConnLifetime
+	if d <= 0 {
+		return 0
+	}
+	return jitter(d, rand.Int64N(2001)-1000)
+}
+
+// jitter returns d scaled by 1 + perMille/10000: perMille in [-1000, 1000] is ±10%.
+func jitter(d time.Duration, perMille int64) time.Duration {
+	return d + time.Duration(int64(d)/10000*perMille)
 }
 
 // idleLayer is the top of every HTTP/1.1 connection's teardown stack: it stops the idle

@@ -216,6 +216,8 @@ func (t *Transport) getConn(ctx context.Context, tg *target, trace *httptrace.Cl
 			pc.abort(t.closedErr())
 			return nil, false, t.closedErr()
 		}
+		pc.setState(stateActive)
+		pc.noteRequest(ctx)
 		if trace != nil && trace.GotConn != nil {
 			trace.GotConn(httptrace.GotConnInfo{
 				Conn: pc.nc, Reused: info.Reused, WasIdle: info.WasIdle, IdleTime: info.IdleTime,

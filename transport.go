@@ -27,6 +27,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/endwell/endwell/pool"
 	"github.com/endwell/endwell/shutdown"
 )
@@ -115,6 +118,20 @@ type Transport struct {
 	MaxDrainBytes int64
 	MaxDrainTime  time.Duration
 
+	// MaxConnLifetime bounds how long a connection may serve requests: once past it, the
+	// connection finishes its current request and closes gracefully (reason
+	// max_lifetime). Each connection's lifetime is jittered by up to ±10% so that
+	// connections made together do not expire together. Zero means no limit.
+	MaxConnLifetime time.Duration
+
+	// TracerProvider makes the spans of connection teardowns (endwell.conn.close). Nil
+	// means the global provider, otel.GetTracerProvider().
+	TracerProvider trace.TracerProvider
+
+	// MeterProvider makes the connection metrics. Nil means the global provider,
+	// otel.GetMeterProvider().
+	MeterProvider metric.MeterProvider
+
 	// onTeardown, if set, sees every teardown record (tests).
 	onTeardown func(*shutdown.Record)
 
@@ -122,6 +139,8 @@ type Transport struct {
 	cfg      config
 	pool     *pool.Pool[*conn]
 	engine   shutdown.Engine
+	tel      telemetry
+	stats    closeStats
 
 	// state is stateOpen, stateShuttingDown or stateClosed.
 	state atomic.Int32
@@ -179,6 +198,7 @@ func (t *Transport) init() {
 		c.maxDrainBytes = defaulted(t.MaxDrainBytes, 256<<10)
 		c.maxDrainTime = defaulted(t.MaxDrainTime, 100*time.Millisecond)
 		t.active = make(map[*conn]struct{})
+		t.initTelemetry()
 		t.pool = pool.New(pool.Config[*conn]{
 			MaxIdle:       defaulted(t.MaxIdleConns, 100),
 			MaxIdlePerKey: defaulted(t.MaxIdleConnsPerHost, 32),
@@ -186,6 +206,7 @@ func (t *Transport) init() {
 			IdleTimeout:   c.idleTimeout,
 			Dial:          t.dialForPool,
 			Retire:        t.retire,
+			Lifetime:      t.lifetime,
 		})
 	})
 }
