@@ -19,8 +19,8 @@ import (
 	"github.com/endwell/endwell/internal/witness"
 )
 
-// startWitness starts a TLS witness server for a test or an example.
-func startWitness(opts witness.Options) *witness.Server {
+// newTLSWitness starts a TLS witness server for a test or an example.
+func newTLSWitness(opts witness.Options) *witness.Server {
 	opts.TLS = true
 	s := witness.New(opts)
 	if err := s.Start(); err != nil {
@@ -49,7 +49,7 @@ func spanAttrs(s sdktrace.ReadOnlySpan) string {
 // A finished conversation ends gracefully when the transport shuts down: both goodbyes are
 // exchanged, and the teardown span says so.
 func Example_gracefulCloseSpan() {
-	srv := startWitness(witness.Options{})
+	srv := newTLSWitness(witness.Options{})
 	defer srv.Close()
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
@@ -74,7 +74,7 @@ func Example_gracefulCloseSpan() {
 // A body closed before its end, with more left than the drain allows, aborts the
 // connection: no close_notify, so the server cannot take the transfer as complete.
 func Example_abortSpan() {
-	srv := startWitness(witness.Options{Handler: func(c *witness.Conn, r *http.Request) witness.Action {
+	srv := newTLSWitness(witness.Options{Handler: func(c *witness.Conn, r *http.Request) witness.Action {
 		c.Respond(200, nil, strings.Repeat("x", 4<<20))
 		return witness.KeepAlive
 	}})
@@ -104,7 +104,7 @@ func Example_abortSpan() {
 }
 
 func TestTeardownSpanParentAndLink(t *testing.T) {
-	srv := startWitness(witness.Options{})
+	srv := newTLSWitness(witness.Options{})
 	defer srv.Close()
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
@@ -123,7 +123,7 @@ func TestTeardownSpanParentAndLink(t *testing.T) {
 
 	// CloseIdleConnections: no span in the context, so a root span linked to the request.
 	tr.CloseIdleConnections()
-	waitFor(t, func() bool { return len(rec.Ended()) == 2 })
+	pollUntil(t, func() bool { return len(rec.Ended()) == 2 })
 	var closeSpan sdktrace.ReadOnlySpan
 	for _, s := range rec.Ended() {
 		if s.Name() == "endwell.conn.close" {
@@ -172,7 +172,7 @@ func names(spans []sdktrace.ReadOnlySpan) []string {
 }
 
 func TestConnectionMetrics(t *testing.T) {
-	srv := startWitness(witness.Options{})
+	srv := newTLSWitness(witness.Options{})
 	defer srv.Close()
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
@@ -248,8 +248,8 @@ func findMetric(rm metricdata.ResourceMetrics, name string) metricdata.Metrics {
 	return metricdata.Metrics{}
 }
 
-// waitFor polls cond for up to 5 seconds.
-func waitFor(t *testing.T, cond func() bool) {
+// pollUntil polls cond for up to 5 seconds.
+func pollUntil(t *testing.T, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for !cond() {
