@@ -19,7 +19,8 @@ import (
 type fastServer struct {
 	ln   net.Listener
 	wg   sync.WaitGroup
-	resp []byte
+	resp []byte // the small response
+	big  []byte // the response to /big
 }
 
 func newFastServer(tb testing.TB, tlsCfg *tls.Config) *fastServer {
@@ -27,12 +28,19 @@ func newFastServer(tb testing.TB, tlsCfg *tls.Config) *fastServer {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	s := serveFast(ln, tlsCfg)
+	tb.Cleanup(s.close)
+	return s
+}
+
+// serveFast serves ln until close: "/big" gets a 1 MiB body, anything else 128 bytes.
+func serveFast(ln net.Listener, tlsCfg *tls.Config) *fastServer {
 	if tlsCfg != nil {
 		ln = tls.NewListener(ln, tlsCfg)
 	}
-	body := bytes.Repeat([]byte("x"), 128)
 	s := &fastServer{ln: ln}
-	s.resp = append([]byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 128\r\n\r\n"), body...)
+	s.resp = append([]byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 128\r\n\r\n"), bytes.Repeat([]byte("x"), 128)...)
+	s.big = append([]byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1048576\r\n\r\n"), bytes.Repeat([]byte("y"), 1<<20)...)
 	s.wg.Add(1)
 	// The accept loop: it exits when the listener closes.
 	go func() {
@@ -49,28 +57,38 @@ func newFastServer(tb testing.TB, tlsCfg *tls.Config) *fastServer {
 				defer c.Close()
 				br := bufio.NewReader(c)
 				for {
-					if err := skipHeader(br); err != nil {
+					big, err := skipHeader(br)
+					if err != nil {
 						return
 					}
-					if _, err := c.Write(s.resp); err != nil {
+					resp := s.resp
+					if big {
+						resp = s.big
+					}
+					if _, err := c.Write(resp); err != nil {
 						return
 					}
 				}
 			}()
 		}
 	}()
-	tb.Cleanup(func() { ln.Close(); s.wg.Wait() })
 	return s
 }
 
-func skipHeader(br *bufio.Reader) error {
-	for {
+func (s *fastServer) close() { s.ln.Close(); s.wg.Wait() }
+
+// skipHeader reads one request's header block and reports whether it asked for /big.
+func skipHeader(br *bufio.Reader) (big bool, err error) {
+	for first := true; ; first = false {
 		line, err := br.ReadSlice('\n')
 		if err != nil {
-			return err
+			return false, err
+		}
+		if first {
+			big = bytes.HasPrefix(line, []byte("GET /big "))
 		}
 		if len(line) <= 2 {
-			return nil
+			return big, nil
 		}
 	}
 }
@@ -96,7 +114,7 @@ func BenchmarkHTTP1(b *testing.B) {
 					defer t.CloseIdleConnections()
 					rt = t
 				case "endwell":
-					t := &endwell.Transport{TLSClientConfig: cliTLS}
+					t := &endwell.Transport{TLSClientConfig: cliTLS, MaxIdleConnsPerHost: 64}
 					defer t.Close()
 					rt = t
 				}

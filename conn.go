@@ -28,8 +28,11 @@ type conn struct {
 	tlsc   *tls.Conn      // the TLS session HTTP runs over, or nil
 	tunnel *tls.Conn      // the TLS session to an https proxy under tlsc, or nil
 	nc     net.Conn       // what HTTP reads and writes: tlsc or raw
-	br     *bufio.Reader
-	bw     *bufio.Writer
+	h2     *h2Conn        // the HTTP/2 connection over nc, or nil for HTTP/1.1; set by the dial
+
+	activeUses int // requests using the connection: 1 for HTTP/1.1, streams for HTTP/2; guarded by t.mu
+	br         *bufio.Reader
+	bw         *bufio.Writer
 
 	serverAddr string // host:port of the server (the proxy's for http:// through a proxy)
 	proxied    bool   // http:// requests through a proxy: absolute-form request lines
@@ -48,11 +51,16 @@ type conn struct {
 	closeErr atomic.Pointer[error]
 
 	// The idle watcher; see idle.go.
-	watchDone    chan struct{} // closed when the watcher exits; nil when none was started
-	watchErr     error         // what the watcher's read returned; read after watchDone
-	interrupting atomic.Bool   // set while a taker interrupts the watcher
-	idleSince    time.Time
-	peerClosed   atomic.Bool // the server closed the connection while it was idle
+	// watchKick (buffered 1) starts a watch period, or makes the watcher exit once the
+	// connection is dead; watchRes (buffered 1) carries each period's result. Both are
+	// nil until the first idle period. watching and watchErr belong to whoever owns the
+	// connection (the request, the pool's taker, the teardown).
+	watchKick  chan struct{}
+	watchRes   chan error
+	watching   bool  // a watch period is under way
+	watchErr   error // what the last period's read returned
+	idleSince  time.Time
+	peerClosed atomic.Bool // the server closed the connection while it was idle
 
 	tel   *connTelemetry
 	state atomic.Int32 // a connState, for the open_connections metric
@@ -153,7 +161,11 @@ func (pc *conn) layers() []shutdown.Layer {
 		}
 		tlsTop = &shutdown.TLS{Conn: pc.tlsc, Raw: raw}
 	}
-	ls = append(ls, &idleLayer{pc: pc, tls: tlsTop})
+	if pc.h2 != nil {
+		ls = append(ls, &h2Layer{h: pc.h2, tls: tlsTop})
+	} else {
+		ls = append(ls, &idleLayer{pc: pc, tls: tlsTop})
+	}
 	if tlsTop != nil {
 		ls = append(ls, tlsTop)
 	}
@@ -180,8 +192,10 @@ func (pc *conn) requestErr(err error) error {
 type bodyWriter struct {
 	done chan error // buffered 1
 	// cont, when non-nil, gates the body on the server's 100 Continue: true to send, false
-	// to skip it.
+	// to skip it. The field is set before the writer starts and never changed.
 	cont chan bool
+	// contSent says a value was sent on cont. Used by the response reader only.
+	contSent bool
 }
 
 var errBodyNotSent = errors.New("request body not sent: the server answered first")

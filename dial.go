@@ -28,7 +28,7 @@ func (t *Transport) dialForPool(ctx context.Context, key string) (*conn, int, er
 	if err != nil {
 		return nil, 0, err
 	}
-	return pc, 1, nil
+	return pc, pc.capacity(), nil
 }
 
 func (t *Transport) dial(ctx context.Context, tg *target) (*conn, error) {
@@ -52,7 +52,7 @@ func (t *Transport) dial(ctx context.Context, tg *target) (*conn, error) {
 	var top net.Conn = raw
 	var tunnel *tls.Conn
 	if tg.proxy != nil && tg.proxy.Scheme == "https" {
-		tunnel, err = t.handshake(ctx, raw, tg.proxy.Hostname(), trace)
+		tunnel, err = t.handshake(ctx, raw, tg.proxy.Hostname(), []string{"http/1.1"}, trace)
 		if err != nil {
 			abort()
 			return nil, &DialError{Op: "tls", Addr: dialAddr, Err: err}
@@ -70,7 +70,7 @@ func (t *Transport) dial(ctx context.Context, tg *target) (*conn, error) {
 		if tunnel != nil {
 			inner = shutdown.Watch(tunnel)
 		}
-		tc, err := t.handshake(ctx, inner, tg.host, trace)
+		tc, err := t.handshake(ctx, inner, tg.host, t.alpn(), trace)
 		if err != nil {
 			abort()
 			return nil, &DialError{Op: "tls", Addr: tg.addr, Err: err}
@@ -81,7 +81,21 @@ func (t *Transport) dial(ctx context.Context, tg *target) (*conn, error) {
 	pc.tunnel = tunnel
 	pc.serverAddr = tg.addr
 	pc.proxied = tg.proxy != nil && tg.scheme == "http"
-	pc.tel = newConnTelemetry(tg.addr, raw.RemoteAddr(), "1.1")
+	version := "1.1"
+	if h2, err := t.wantH2(tg, top); h2 || err != nil {
+		if err == nil {
+			err = t.startH2(ctx, pc)
+		}
+		if err != nil {
+			abort()
+			return nil, &DialError{Op: "h2", Addr: tg.addr, Err: err}
+		}
+		version = "2"
+	}
+	pc.tel = newConnTelemetry(tg.addr, raw.RemoteAddr(), version)
+	if pc.h2 != nil {
+		pc.h2.start()
+	}
 	return pc, nil
 }
 
@@ -134,10 +148,10 @@ func (t *Transport) dialTCP(ctx context.Context, addr string, trace *httptrace.C
 	return nil, firstErr
 }
 
-// handshake runs a TLS client handshake over c for serverName, within
-// TLSHandshakeTimeout. On failure c is left to the caller to close.
-func (t *Transport) handshake(ctx context.Context, c net.Conn, serverName string, trace *httptrace.ClientTrace) (*tls.Conn, error) {
-	cfg := t.tlsConfig(serverName)
+// handshake runs a TLS client handshake over c for serverName, offering the protocols alpn,
+// within TLSHandshakeTimeout. On failure c is left to the caller to close.
+func (t *Transport) handshake(ctx context.Context, c net.Conn, serverName string, alpn []string, trace *httptrace.ClientTrace) (*tls.Conn, error) {
+	cfg := t.tlsConfig(serverName, alpn)
 	tc := tls.Client(c, cfg)
 	if trace != nil && trace.TLSHandshakeStart != nil {
 		trace.TLSHandshakeStart()
@@ -163,7 +177,7 @@ func (t *Transport) handshake(ctx context.Context, c net.Conn, serverName string
 
 var errTLSHandshakeTimeout error = &timeoutError{"TLS handshake timeout"}
 
-func (t *Transport) tlsConfig(serverName string) *tls.Config {
+func (t *Transport) tlsConfig(serverName string, alpn []string) *tls.Config {
 	var cfg *tls.Config
 	if t.TLSClientConfig != nil {
 		cfg = t.TLSClientConfig.Clone()
@@ -173,7 +187,7 @@ func (t *Transport) tlsConfig(serverName string) *tls.Config {
 	if cfg.ServerName == "" {
 		cfg.ServerName = serverName
 	}
-	cfg.NextProtos = []string{"http/1.1"}
+	cfg.NextProtos = alpn
 	return cfg
 }
 

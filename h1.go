@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/endwell/endwell/shutdown"
@@ -350,6 +351,15 @@ func (ex *exchange) readResponse() (*http.Response, error) {
 				case errors.Is(err, errHeaderTooLarge):
 					err = &ProtocolError{Err: errHeaderTooLarge}
 				case isPeerGone(err) || isTimeout(err):
+				case pc.br.Buffered() == 0 && (pc.raw.PeerReset() || pc.raw.PeerFIN()):
+					// The server hung up mid-header: bufio's ReadLine hands over the
+					// line cut short as if it were whole and drops the read error, so
+					// the parser calls it malformed. The hang-up is the cause.
+					cause := io.ErrUnexpectedEOF
+					if pc.raw.PeerReset() {
+						cause = syscall.ECONNRESET
+					}
+					err = fmt.Errorf("response headers cut short: %w", cause)
 				default:
 					err = &ProtocolError{Err: err}
 				}
@@ -357,7 +367,13 @@ func (ex *exchange) readResponse() (*http.Response, error) {
 			return nil, ex.fail(err)
 		}
 		code := resp.StatusCode
-		if code < 100 || code > 199 || code == http.StatusSwitchingProtocols {
+		if code < 100 {
+			// http.ReadResponse takes any three digits, "000" included; a status
+			// under 100 exists in no class (RFC 9110, section 15).
+			stopHeaderTimer()
+			return nil, ex.fail(&ProtocolError{Err: fmt.Errorf("invalid status code %03d", code)})
+		}
+		if code > 199 || code == http.StatusSwitchingProtocols {
 			break
 		}
 		if n1xx >= 5 {
@@ -365,9 +381,9 @@ func (ex *exchange) readResponse() (*http.Response, error) {
 			return nil, ex.fail(&ProtocolError{Err: errors.New("too many 1xx responses")})
 		}
 		if code == http.StatusContinue {
-			if ex.bw != nil && ex.bw.cont != nil {
+			if ex.bw != nil && ex.bw.cont != nil && !ex.bw.contSent {
 				ex.bw.cont <- true
-				ex.bw.cont = nil
+				ex.bw.contSent = true
 			}
 			if trace != nil && trace.Got100Continue != nil {
 				trace.Got100Continue()
@@ -385,7 +401,7 @@ func (ex *exchange) readResponse() (*http.Response, error) {
 		// The timer fired and aborted the connection; report the timeout.
 		return nil, ex.fail(ErrResponseHeaderTimeout)
 	}
-	if ex.bw != nil && ex.bw.cont != nil {
+	if ex.bw != nil && ex.bw.cont != nil && !ex.bw.contSent {
 		// A final answer without 100 Continue: the body is not sent, and the connection
 		// cannot be reused (the server may still expect it).
 		ex.bw.cont <- false
@@ -426,11 +442,24 @@ func (ex *exchange) readResponse() (*http.Response, error) {
 func (ex *exchange) finish() {
 	pc := ex.pc
 	if ex.stopCtx != nil && !ex.stopCtx() {
-		ex.release(pc.closeCause()) // the context ended first and aborted the connection
+		// The context ended first: its AfterFunc is aborting the connection, and may not
+		// have got to it yet. Abort here too (the first call decides), so that the
+		// connection is never handed back to the pool, where the next request would
+		// fail with this request's cancellation.
+		pc.abort(ex.ctx.Err())
+		ex.release(pc.closeCause())
 		return
 	}
 	if ex.bw != nil {
-		if err := ex.waitBody(50 * time.Millisecond); err != nil {
+		switch err := ex.waitBody(50 * time.Millisecond); {
+		case err == errBodyNotSent:
+			// A final answer without 100 Continue: the body never went out, the
+			// exchange is complete, but the server may still expect the body: close
+			// gracefully rather than reuse.
+			pc.end(pc.t.closeCtx(), shutdown.Graceful, reasonServerClose, nil)
+			ex.release(err)
+			return
+		case err != nil:
 			// The response is complete but the request was not fully written: the
 			// connection's state is unknown, so it is not reused, and our goodbye
 			// would cut into a body still in flight.
@@ -454,20 +483,21 @@ func (ex *exchange) finish() {
 var errNotReused = errors.New("endwell: connection not reused")
 
 // release hands the connection back once the exchange is over: to the pool if err is nil,
-// else only out of the transport's active set (it has been ended). It reports the result
-// to httptrace's PutIdleConn, as net/http does for every finished response. Only its first
+// else only out of the transport's active set (it has been ended). It then reports the
+// result to httptrace's PutIdleConn, as net/http does for every finished response: after
+// the connection is back, so that a request made from the hook finds it. Only its first
 // call counts.
 func (ex *exchange) release(err error) {
 	if !ex.released.CompareAndSwap(false, true) {
 		return
 	}
-	if ex.trace != nil && ex.trace.PutIdleConn != nil {
-		ex.trace.PutIdleConn(err)
-	}
 	if err == nil {
 		ex.pc.t.putIdle(ex.pc)
 	} else {
 		ex.pc.t.doneActive(ex.pc)
+	}
+	if ex.trace != nil && ex.trace.PutIdleConn != nil {
+		ex.trace.PutIdleConn(err)
 	}
 }
 

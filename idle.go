@@ -2,7 +2,11 @@ package endwell
 
 import (
 	"context"
+	"errors"
+	"io"
 	"math/rand/v2"
+	"net"
+	"os"
 	"time"
 
 	"github.com/endwell/endwell/pool"
@@ -26,42 +30,73 @@ func (t *Transport) putIdle(pc *conn) {
 	t.doneActive(pc)
 }
 
-// startWatch starts the idle watcher.
+// startWatch starts a watch period: the connection's watcher goroutine (started on the
+// first idle period, and kept for the connection's life so that going idle costs no
+// allocation) blocks reading the idle connection until the server speaks or a taker
+// interrupts it.
 func (pc *conn) startWatch() {
-	done := make(chan struct{})
-	pc.watchDone = done
-	// The idle watcher: it blocks reading the idle connection, so that a server closing
-	// it (close_notify, FIN, RST, a 408, garbage) is seen at once. It exits when data or
-	// an error arrives, or when a taker interrupts it with a read deadline.
-	go func() {
-		defer close(done)
-		_, err := pc.br.Peek(1)
-		pc.watchErr = err
-		if pc.interrupting.Load() || pc.dead.Load() {
-			return
-		}
-		// The server spoke first on an idle connection: it is closing it. Unless a
-		// request took the connection meanwhile (it then sees watchErr), end it.
-		if e := pc.entry.Load(); e != nil && pc.t.pool.TakeIdle(e) {
-			pc.endPeerClosed()
-		}
-	}()
+	if pc.watchKick == nil {
+		pc.watchKick = make(chan struct{}, 1)
+		pc.watchRes = make(chan error, 1)
+		// The idle watcher: see watchLoop. It exits once the connection is dead.
+		go pc.watchLoop()
+	}
+	pc.watching = true
+	pc.kickWatcher()
 }
 
-// stopWatch interrupts the idle watcher and waits for it to exit. It reports whether the
-// connection is still usable: the watcher saw nothing but its interruption.
+// kickWatcher wakes the watcher without blocking: to start a watch period, or to make it
+// exit once the connection is dead. A kick is dropped only when one is already pending,
+// which wakes the watcher all the same.
+func (pc *conn) kickWatcher() {
+	if pc.watchKick == nil {
+		return
+	}
+	select {
+	case pc.watchKick <- struct{}{}:
+	default:
+	}
+}
+
+// watchLoop runs the watch periods. In each, it blocks reading the idle connection, so that
+// a server closing it (close_notify, FIN, RST, a 408, garbage) is seen at once, and sends
+// what the read returned on watchRes, where exactly one stopWatch takes it.
+func (pc *conn) watchLoop() {
+	for range pc.watchKick {
+		if pc.dead.Load() {
+			// The kick may have started a period that a teardown's stopWatch waits on.
+			select {
+			case pc.watchRes <- net.ErrClosed:
+			default:
+			}
+			return
+		}
+		_, err := pc.br.Peek(1)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			pc.watchRes <- err // a taker's interruption: it waits for this
+			continue
+		}
+		// The server spoke first on an idle connection: it is closing it. Unless a
+		// request took the connection meanwhile (it then sees the result), end it.
+		mine := pc.t.pool.TakeIdle(pc.entry.Load())
+		pc.watchRes <- err
+		if mine {
+			pc.endPeerClosed()
+		}
+	}
+}
+
+// stopWatch ends the watch period, interrupting the watcher's read if need be. It reports
+// whether the connection is still usable: the watcher saw nothing but its interruption.
 func (pc *conn) stopWatch() bool {
-	done := pc.watchDone
-	if done == nil {
+	if !pc.watching {
 		return true
 	}
-	pc.interrupting.Store(true)
+	pc.watching = false
 	pc.nc.SetReadDeadline(aLongTimeAgo)
-	<-done
-	pc.watchDone = nil
+	pc.watchErr = <-pc.watchRes
 	pc.nc.SetReadDeadline(time.Time{})
-	pc.interrupting.Store(false)
-	return isTimeout(pc.watchErr) && pc.br.Buffered() == 0 && !pc.dead.Load()
+	return errors.Is(pc.watchErr, os.ErrDeadlineExceeded) && pc.br.Buffered() == 0 && !pc.dead.Load()
 }
 
 // takeFromIdle readies a connection that Get took from the idle list. A connection that the
@@ -128,15 +163,14 @@ type idleLayer struct {
 
 func (l *idleLayer) Graceful(ctx context.Context, p *shutdown.Progress) error {
 	pc := l.pc
-	if pc.watchDone != nil {
-		pc.stopWatch()
-	}
-	if l.tls != nil && pc.peerClosed.Load() && pc.watchErr != nil && !pc.raw.PeerFIN() && !pc.raw.PeerReset() && !isTimeout(pc.watchErr) {
+	pc.stopWatch()
+	pc.kickWatcher() // the connection is dead: the watcher exits
+	if l.tls != nil && pc.peerClosed.Load() && pc.watchErr == io.EOF && !pc.raw.PeerFIN() && !pc.raw.PeerReset() {
 		// TLS said EOF while TCP did not: the server's close_notify.
 		l.tls.PeerClosed = true
 	}
 	return nil
 }
 
-// Abort does nothing: the socket's close, below, ends the watcher.
-func (l *idleLayer) Abort() {}
+// Abort makes the watcher exit: if it is reading, the socket's close below ends its read.
+func (l *idleLayer) Abort() { l.pc.kickWatcher() }

@@ -8,6 +8,7 @@ import (
 	"net/http/httptrace"
 	"net/url"
 	"strings"
+	"sync"
 
 	"github.com/endwell/endwell/pool"
 	"golang.org/x/net/http/httpguts"
@@ -41,11 +42,24 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, err
 		}
 		mark := pc.nwritten.Load()
-		resp, err := pc.roundTrip(req, trace)
+		var resp *http.Response
+		if pc.h2 != nil {
+			resp, err = pc.h2.roundTrip(req)
+		} else {
+			resp, err = pc.roundTrip(req, trace)
+		}
 		if err == nil {
 			return resp, nil
 		}
-		if attempt > 0 || !reused || !retryable(req, err, pc.writtenSince(mark) > 0) {
+		wrote := pc.writtenSince(mark) > 0
+		if pc.h2 != nil {
+			// An HTTP/2 stream's bytes can't be told from its neighbours': its error says
+			// whether the server saw it (a stream refused by GOAWAY or REFUSED_STREAM is
+			// retried even on a new connection).
+			wrote = !errors.Is(err, ErrNotSent)
+			reused = reused || !wrote
+		}
+		if attempt > 0 || !reused || !retryable(req, err, wrote) {
 			return nil, err
 		}
 		// A stale keep-alive connection: try once more on a fresh one.
@@ -148,6 +162,43 @@ type target struct {
 }
 
 func (t *Transport) targetFor(req *http.Request) (*target, error) {
+	if t.Proxy != nil {
+		return t.newTarget(req)
+	}
+	// Without a proxy, a target depends on the URL's scheme and host only: reuse it.
+	k := targetCacheKey{req.URL.Scheme, req.URL.Host}
+	tc := &t.targets
+	tc.mu.RLock()
+	tg := tc.m[k]
+	tc.mu.RUnlock()
+	if tg != nil {
+		return tg, nil
+	}
+	tg, err := t.newTarget(req)
+	if err != nil {
+		return nil, err
+	}
+	tc.mu.Lock()
+	if tc.m == nil || len(tc.m) >= maxCachedTargets {
+		tc.m = make(map[targetCacheKey]*target)
+	}
+	tc.m[k] = tg
+	tc.mu.Unlock()
+	return tg, nil
+}
+
+// targetCache remembers the targets of direct connections by URL scheme and host.
+type targetCache struct {
+	mu sync.RWMutex // guards m
+	m  map[targetCacheKey]*target
+}
+
+type targetCacheKey struct{ scheme, host string }
+
+// maxCachedTargets bounds the cache: a client of many hosts starts it afresh when full.
+const maxCachedTargets = 1024
+
+func (t *Transport) newTarget(req *http.Request) (*target, error) {
 	u := req.URL
 	host := u.Hostname()
 	port := u.Port()
@@ -206,9 +257,14 @@ func (t *Transport) getConn(ctx context.Context, tg *target, trace *httptrace.Cl
 		}
 		pc := e.Value
 		pc.entry.CompareAndSwap(nil, e)
-		// A connection handed over by Put, idle or straight to a waiting Get, has its
-		// idle watcher running.
-		if !pc.takeFromIdle() {
+		if pc.h2 != nil {
+			// HTTP/2 has no idle watcher: x/net's read loop watches the connection.
+			if !pc.h2.usable() {
+				continue
+			}
+		} else if !pc.takeFromIdle() {
+			// A connection handed over by Put, idle or straight to a waiting Get, has
+			// its idle watcher running.
 			continue
 		}
 		if !t.addActive(pc) {
@@ -270,12 +326,17 @@ func (t *Transport) addActive(pc *conn) bool {
 		return false
 	}
 	t.active[pc] = struct{}{}
+	pc.activeUses++
 	return true
 }
 
 // doneActive records that pc's request is over.
 func (t *Transport) doneActive(pc *conn) {
 	t.mu.Lock()
+	if pc.activeUses--; pc.activeUses > 0 {
+		t.mu.Unlock() // other HTTP/2 streams still use pc
+		return
+	}
 	delete(t.active, pc)
 	if len(t.active) == 0 && t.activeDone != nil {
 		close(t.activeDone)

@@ -152,7 +152,9 @@ func (pc *conn) setState(s connState) {
 // noteRequest remembers the span of a request that uses pc, for the teardown span's link.
 func (pc *conn) noteRequest(ctx context.Context) {
 	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
-		pc.tel.lastRequest.Store(&sc)
+		p := new(trace.SpanContext) // allocated only when there is a span to link to
+		*p = sc
+		pc.tel.lastRequest.Store(p)
 	}
 }
 

@@ -118,6 +118,21 @@ type Transport struct {
 	MaxDrainBytes int64
 	MaxDrainTime  time.Duration
 
+	// Protocols says which protocols the transport speaks, as in [http.Transport]. Nil (or
+	// an empty set) means HTTP/1.1 and HTTP/2: over TLS, ALPN offers "h2" and "http/1.1"
+	// and the server chooses. With HTTP2 alone, a server that does not choose h2 fails the
+	// dial. With UnencryptedHTTP2 and not HTTP1, http:// requests without a proxy speak
+	// HTTP/2 over TCP (prior knowledge). An HTTP/2 connection serves as many requests at
+	// once as the server's MAX_CONCURRENT_STREAMS allows; requests over it dial another.
+	Protocols *http.Protocols
+
+	// ReadIdleTimeout turns on the HTTP/2 health check: when no frame has arrived on a
+	// connection for this long, a PING is sent, and the connection is aborted (reason
+	// timeout) if no answer arrives within PingTimeout. Zero means no health check.
+	// PingTimeout zero means 15 seconds.
+	ReadIdleTimeout time.Duration
+	PingTimeout     time.Duration
+
 	// MaxConnLifetime bounds how long a connection may serve requests: once past it, the
 	// connection finishes its current request and closes gracefully (reason
 	// max_lifetime). Each connection's lifetime is jittered by up to ±10% so that
@@ -140,6 +155,7 @@ type Transport struct {
 	pool     *pool.Pool[*conn]
 	engine   shutdown.Engine
 	tel      telemetry
+	targets  targetCache
 	stats    closeStats
 
 	// state is stateOpen, stateShuttingDown or stateClosed.
@@ -171,6 +187,7 @@ type config struct {
 	budget                time.Duration
 	maxDrainBytes         int64
 	maxDrainTime          time.Duration
+	protocols             http.Protocols
 }
 
 func defaulted[T int | int64 | time.Duration](v, zero T) T {
@@ -197,6 +214,7 @@ func (t *Transport) init() {
 		c.budget = defaulted(t.ShutdownTimeout, shutdown.DefaultBudget)
 		c.maxDrainBytes = defaulted(t.MaxDrainBytes, 256<<10)
 		c.maxDrainTime = defaulted(t.MaxDrainTime, 100*time.Millisecond)
+		c.protocols = t.protocols()
 		t.active = make(map[*conn]struct{})
 		t.initTelemetry()
 		t.pool = pool.New(pool.Config[*conn]{
@@ -206,6 +224,7 @@ func (t *Transport) init() {
 			IdleTimeout:   c.idleTimeout,
 			Dial:          t.dialForPool,
 			Retire:        t.retire,
+			ShareDials:    t.shareDials,
 			Lifetime:      t.lifetime,
 		})
 	})
@@ -247,7 +266,7 @@ func (e *timeoutError) Temporary() bool { return true }
 // DialError reports a failure to establish a connection: the TCP dial, the proxy's CONNECT
 // or the TLS handshake. The request was not sent: errors.Is(err, ErrNotSent) is true.
 type DialError struct {
-	// Op is "dial", "proxy" or "tls".
+	// Op is "dial", "proxy", "tls" or "h2" (the server's HTTP/2 preface: SETTINGS).
 	Op string
 	// Addr is the address dialled: the server's, or the proxy's for Op "proxy".
 	Addr string

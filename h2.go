@@ -1,0 +1,582 @@
+package endwell
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"reflect"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/endwell/endwell/shutdown"
+	"golang.org/x/net/http2"
+)
+
+// HTTP/2 runs on golang.org/x/net/http2's client connection, behind h2Client, over a
+// net.Conn of ours (h2Wire) that sees every frame. The pool holds HTTP/2 connections like
+// HTTP/1.1 ones, with the server's MAX_CONCURRENT_STREAMS as their capacity: each stream
+// takes one use, and the body's end gives it back. Every ending goes through the teardown
+// engine with the stack [h2, TLS, TCP]: the h2 layer says goodbye with GOAWAY(NO_ERROR,
+// last-stream-id 0), and x/net never closes the socket itself.
+
+// h2Client is what endwell needs of an HTTP/2 client connection: x/net's ClientConn today,
+// net/http's ClientConn later (golang/go#78064).
+type h2Client interface {
+	// RoundTrip runs one request on a new stream.
+	RoundTrip(req *http.Request) (*http.Response, error)
+	// MaxStreams returns the server's MAX_CONCURRENT_STREAMS, or 0 before its SETTINGS.
+	MaxStreams() int
+	// Shutdown sends GOAWAY and waits for the open streams to end, or ctx; it then tells
+	// the net.Conn under it to close (which, for ours, closes nothing).
+	Shutdown(ctx context.Context) error
+	// Close fails the open streams at once and tells the net.Conn under it to close.
+	Close() error
+}
+
+// xnetClient adapts x/net's ClientConn to h2Client.
+type xnetClient struct{ *http2.ClientConn }
+
+func (c xnetClient) MaxStreams() int { return int(c.State().MaxConcurrentStreams) }
+
+// defaultMaxStreams is the capacity of a connection whose server has not said its
+// MAX_CONCURRENT_STREAMS: x/net's provisional limit, RFC 9113's recommended minimum.
+const defaultMaxStreams = 100
+
+// h2Conn is the HTTP/2 side of a conn.
+type h2Conn struct {
+	pc   *conn
+	cc   h2Client
+	wire *h2Wire
+
+	// ready is set once the dial has finished: from then on, x/net's closes go to the engine.
+	ready atomic.Bool
+	// lostPing is set when x/net's health check gave up on the connection.
+	lostPing atomic.Bool
+	// noReuse is set when a request asked to close the connection (Connection: close).
+	noReuse atomic.Bool
+	// connErr is the error code of the connection error x/net's read loop met, if it said.
+	connErr atomic.Uint32
+}
+
+// protocols returns the protocols the transport speaks: Protocols, or HTTP/1.1 and
+// HTTP/2 if it is nil or empty.
+func (t *Transport) protocols() http.Protocols {
+	if p := t.Protocols; p != nil && (p.HTTP1() || p.HTTP2() || p.UnencryptedHTTP2()) {
+		return *p
+	}
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetHTTP2(true)
+	return p
+}
+
+// alpn returns the protocols to offer in a TLS handshake with the server.
+func (t *Transport) alpn() []string {
+	p := t.cfg.protocols
+	switch {
+	case p.HTTP2() && p.HTTP1():
+		return []string{"h2", "http/1.1"}
+	case p.HTTP2():
+		return []string{"h2"}
+	}
+	return []string{"http/1.1"}
+}
+
+// h2c reports whether http:// requests go straight to the server as unencrypted HTTP/2:
+// Protocols has UnencryptedHTTP2 and not HTTP1, as in net/http.
+func (t *Transport) h2c() bool {
+	p := t.cfg.protocols
+	return p.UnencryptedHTTP2() && !p.HTTP1()
+}
+
+// shareDials is the pool's ShareDials: requests to a server likely to speak HTTP/2 wait
+// for a dial in progress rather than dial their own.
+func (t *Transport) shareDials(key string) bool {
+	if t.DisableKeepAlives {
+		return false
+	}
+	if rest, ok := strings.CutPrefix(key, "proxy "); ok {
+		// "proxy URL https://host:port" tunnels to a server; "proxy URL" carries http://
+		// requests in HTTP/1.1.
+		_, server, tunnel := strings.Cut(rest, " ")
+		return tunnel && strings.HasPrefix(server, "https://") && t.cfg.protocols.HTTP2()
+	}
+	switch {
+	case strings.HasPrefix(key, "https://"):
+		return t.cfg.protocols.HTTP2()
+	case strings.HasPrefix(key, "http://"):
+		return t.h2c()
+	}
+	return false
+}
+
+// capacity is how many requests may use pc at once.
+func (pc *conn) capacity() int {
+	if pc.h2 == nil || pc.t.DisableKeepAlives {
+		return 1
+	}
+	if n := pc.h2.cc.MaxStreams(); n > 0 {
+		return n
+	}
+	return defaultMaxStreams
+}
+
+// startH2 makes pc an HTTP/2 connection: it starts x/net's client connection over pc.nc and
+// waits for the server's SETTINGS, so that the pool learns the connection's capacity. On
+// error the caller closes the socket.
+func (t *Transport) startH2(ctx context.Context, pc *conn) error {
+	w := newH2Wire(pc.nc)
+	h := &h2Conn{pc: pc, wire: w}
+	w.onPeerGoAway = h.peerGoAway
+	w.onClose = h.closedByNet
+	t2 := &http2.Transport{
+		DisableCompression: t.DisableCompression,
+		MaxHeaderListSize:  uint32(min(t.cfg.maxHeaderBytes, 1<<32-1)),
+		ReadIdleTimeout:    max(t.ReadIdleTimeout, 0),
+		PingTimeout:        max(t.PingTimeout, 0),
+		// IdleConnTimeout stays 0: the pool times idle connections out, and ends them
+		// with a GOAWAY.
+		CountError: h.countError,
+	}
+	cc, err := t2.NewClientConn(w)
+	if err != nil {
+		w.writesOff.Store(true)
+		return err
+	}
+	h.cc = xnetClient{cc}
+
+	wait := t.cfg.tlsHandshakeTimeout
+	if wait <= 0 {
+		wait = 10 * time.Second
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case <-w.settingsAcked:
+	case <-w.closedByNet:
+		err = w.readError()
+		if err == nil {
+			err = errNoSettings
+		}
+	case <-timer.C:
+		err = fmt.Errorf("%w within %v", errNoSettings, wait)
+	case <-ctx.Done():
+		err = context.Cause(ctx)
+	}
+	if err == nil && w.peerGoAway.Load() {
+		err = errors.New("server sent GOAWAY at once")
+	}
+	if err != nil {
+		w.writesOff.Store(true)
+		h.cc.Close() // fails nothing but x/net's own goroutines, once the socket closes
+		return err
+	}
+	pc.h2 = h
+	pc.br, pc.bw = nil, nil // HTTP/1.1's buffers: x/net has its own
+	return nil
+}
+
+// start hands the connection's endings to the engine, once the dial has made pc whole.
+func (h *h2Conn) start() {
+	h.ready.Store(true)
+	if h.wire.closed.Load() {
+		// x/net closed the connection between the SETTINGS and now.
+		h.closedByNet()
+	}
+}
+
+// wantH2 reports whether a new connection to tg over top speaks HTTP/2: the server chose
+// h2 in the TLS handshake, or unencrypted HTTP/2 is on for http://. It fails when the
+// connection can speak none of the transport's protocols.
+func (t *Transport) wantH2(tg *target, top net.Conn) (bool, error) {
+	p := t.cfg.protocols
+	if tc, ok := top.(*tls.Conn); ok && tg.scheme == "https" {
+		proto := tc.ConnectionState().NegotiatedProtocol
+		switch {
+		case proto == "h2":
+			return true, nil
+		case !p.HTTP1():
+			return false, fmt.Errorf("server chose %q, not h2, and HTTP/1 is off", proto)
+		}
+		return false, nil
+	}
+	if tg.scheme == "http" && tg.proxy == nil && t.h2c() {
+		return true, nil
+	}
+	if !p.HTTP1() {
+		return false, errors.New("HTTP/1 is off and no other protocol serves this request")
+	}
+	return false, nil
+}
+
+// countError is x/net's CountError hook: it tells why x/net closes a connection.
+func (h *h2Conn) countError(errType string) {
+	switch {
+	case errType == "conn_close_lost_ping":
+		h.lostPing.Store(true)
+	case errType == "read_frame_too_large":
+		h.connErr.Store(uint32(http2.ErrCodeFrameSize))
+	case strings.HasPrefix(errType, "read_frame_conn_error_"):
+		name := strings.TrimPrefix(errType, "read_frame_conn_error_")
+		for code := http2.ErrCodeNo; code <= http2.ErrCodeHTTP11Required; code++ {
+			if code.String() == name {
+				h.connErr.Store(uint32(code))
+			}
+		}
+	}
+}
+
+// peerGoAway runs in x/net's read loop when the server's GOAWAY arrives, before x/net
+// processes it: the pool hands the connection out no more, and it ends once its last
+// stream does (at once if it is idle).
+func (h *h2Conn) peerGoAway(lastStreamID, code uint32) {
+	pc := h.pc
+	if !h.ready.Load() {
+		return // the dial sees it
+	}
+	if e := pc.entry.Load(); e != nil && pc.t.pool.Unshare(e) {
+		h.endGoAway()
+	}
+}
+
+// endGoAway ends a connection that the server sent GOAWAY on, once its last stream is done.
+func (h *h2Conn) endGoAway() {
+	pc := h.pc
+	if code := h.wire.peerCode.Load(); code != uint32(http2.ErrCodeNo) {
+		pc.end(context.Background(), shutdown.Abort, reasonProtocolError,
+			&ProtocolError{Err: fmt.Errorf("server sent GOAWAY with error %v", http2.ErrCode(code))})
+		return
+	}
+	pc.end(pc.t.closeCtx(), shutdown.Graceful, reasonGoAwayReceived, nil)
+}
+
+// closedByNet runs when x/net closes the connection's net.Conn: x/net is done with it. If
+// endwell has not decided how the connection ends, x/net's story says: a lost ping, a
+// connection error, a read or write error abort it; a server's goodbye or x/net's own
+// decision not to reuse the connection end it gracefully.
+func (h *h2Conn) closedByNet() {
+	pc := h.pc
+	if !h.ready.Load() || pc.dead.Load() {
+		return
+	}
+	w := h.wire
+	rerr := w.readError()
+	switch {
+	case h.lostPing.Load():
+		pc.end(context.Background(), shutdown.Abort, reasonTimeout, errH2PingTimeout)
+	case w.goAwaySent.Load() && w.goAwayCode.Load() != uint32(http2.ErrCodeNo):
+		code := http2.ErrCode(w.goAwayCode.Load())
+		pc.end(context.Background(), shutdown.Abort, reasonProtocolError,
+			&ProtocolError{Err: fmt.Errorf("HTTP/2 connection error %v", code)})
+	case w.writeError() != nil:
+		err := w.writeError()
+		pc.end(context.Background(), shutdown.Abort, failureReason(err), err)
+	case w.peerGoAway.Load():
+		h.endGoAway()
+	case rerr == io.EOF:
+		pc.end(pc.t.closeCtx(), shutdown.Graceful, reasonPeerClosed, nil)
+	case rerr != nil:
+		pc.end(context.Background(), shutdown.Abort, failureReason(rerr), rerr)
+	case h.noReuse.Load():
+		pc.end(pc.t.closeCtx(), shutdown.Graceful, reasonServerClose, nil)
+	default:
+		// x/net's read loop ended without an I/O error: the server broke the protocol.
+		// x/net queues a GOAWAY with the error code but never flushes it before closing:
+		// send it here, then abort.
+		code := http2.ErrCode(h.connErr.Load())
+		if code == http2.ErrCodeNo {
+			code = http2.ErrCodeProtocol
+		}
+		w.writeGoAway(code)
+		pc.end(context.Background(), shutdown.Abort, reasonProtocolError,
+			&ProtocolError{Err: fmt.Errorf("HTTP/2 connection error %v", code)})
+	}
+}
+
+var errH2PingTimeout error = &timeoutError{"endwell: HTTP/2 connection lost: no answer to PING"}
+
+// refreshCapacity tells the pool the server's new MAX_CONCURRENT_STREAMS after a SETTINGS
+// that followed the first one.
+func (h *h2Conn) refreshCapacity() {
+	if !h.wire.settingsDirty.CompareAndSwap(true, false) {
+		return
+	}
+	if e := h.pc.entry.Load(); e != nil {
+		h.pc.t.pool.SetCapacity(e, h.pc.capacity())
+	}
+}
+
+// usable reports whether a connection that Get just handed out may take the request. If
+// not, it gives the use back (ending the connection as need be).
+func (h *h2Conn) usable() bool {
+	pc := h.pc
+	t := pc.t
+	e := pc.entry.Load()
+	switch {
+	case pc.dead.Load():
+		t.pool.Remove(e)
+		return false
+	case h.wire.peerGoAway.Load():
+		t.pool.Unshare(e)
+		if t.pool.Put(e) {
+			h.endGoAway()
+		}
+		return false
+	}
+	return true
+}
+
+// roundTrip runs req on a new stream of the connection. The stream's use of the pool is
+// given back when its body ends (EOF, error or Close), or at once on error.
+func (h *h2Conn) roundTrip(req *http.Request) (*http.Response, error) {
+	pc := h.pc
+	t := pc.t
+	h.refreshCapacity()
+	if req.Close || hasToken(req.Header["Connection"], "close") {
+		// x/net closes the connection after this stream; take it out of circulation now.
+		h.noReuse.Store(true)
+		t.pool.Unshare(pc.entry.Load())
+	}
+	s := &h2Stream{h: h}
+	if d := t.cfg.responseHeaderTimeout; d > 0 {
+		ctx, cancel := context.WithCancelCause(req.Context())
+		s.cancel = cancel
+		s.headerTimer = time.AfterFunc(d, func() { cancel(ErrResponseHeaderTimeout) })
+		req = req.WithContext(ctx) // a shallow copy: the caller's request is not changed
+	}
+	resp, err := h.cc.RoundTrip(req)
+	if s.headerTimer != nil {
+		s.headerTimer.Stop()
+	}
+	if err != nil {
+		err = s.requestErr(req, err)
+		s.release()
+		return nil, err
+	}
+	if h.wire.tls == nil {
+		resp.TLS = nil
+	}
+	if isXnetNoBody(resp.Body) {
+		s.release()
+		resp.Body = http.NoBody
+		return resp, nil
+	}
+	resp.Body = &h2Body{rc: resp.Body, s: s}
+	return resp, nil
+}
+
+func hasToken(vs []string, token string) bool {
+	for _, v := range vs {
+		for f := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(f), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// isXnetNoBody reports whether b is x/net's empty body, which it returns for HEAD requests
+// and responses that ended with their headers; the stream is then over.
+func isXnetNoBody(b io.ReadCloser) bool {
+	if b == nil || b == http.NoBody {
+		return true
+	}
+	rt := reflect.TypeOf(b)
+	return rt.Name() == "noBodyReader" && rt.PkgPath() == "golang.org/x/net/http2"
+}
+
+// h2Stream is one request's use of an HTTP/2 connection.
+type h2Stream struct {
+	h           *h2Conn
+	cancel      context.CancelCauseFunc // ends the request's header-timeout context; nil if none
+	headerTimer *time.Timer
+	released    atomic.Bool
+}
+
+// release gives the stream's use of the connection back to the pool, once. The connection
+// ends gracefully when it takes no new streams (the server's GOAWAY, DisableKeepAlives,
+// Connection: close) and this was its last.
+func (s *h2Stream) release() {
+	if !s.released.CompareAndSwap(false, true) {
+		return
+	}
+	if s.cancel != nil {
+		s.cancel(nil)
+	}
+	h := s.h
+	pc := h.pc
+	t := pc.t
+	e := pc.entry.Load()
+	h.refreshCapacity()
+	t.mu.Lock()
+	last := pc.activeUses == 1
+	t.mu.Unlock()
+	if last {
+		pc.setState(stateIdle)
+	}
+	switch {
+	case pc.dead.Load():
+		t.pool.Remove(e)
+	case t.DisableKeepAlives:
+		t.pool.Unshare(e)
+		if t.pool.Put(e) {
+			pc.end(t.closeCtx(), shutdown.Graceful, reasonKeepAlivesDisabled, nil)
+		}
+	case t.pool.Put(e):
+		switch {
+		case h.wire.peerGoAway.Load():
+			h.endGoAway()
+		default:
+			pc.end(t.closeCtx(), shutdown.Graceful, reasonServerClose, nil)
+		}
+	}
+	t.doneActive(pc)
+}
+
+// requestErr maps x/net's error for a request to what the caller sees: why endwell ended
+// the connection, if it did; the timeout or cancellation; else x/net's error, marked
+// with ErrNotSent when the server never saw the stream, or ErrServerClosedConn when it
+// closed the connection before answering.
+func (s *h2Stream) requestErr(req *http.Request, err error) error {
+	pc := s.h.pc
+	if cause := pc.closeCause(); cause != nil {
+		return cause
+	}
+	ctx := req.Context()
+	if ctx.Err() != nil {
+		if cause := context.Cause(ctx); cause == ErrResponseHeaderTimeout {
+			return ErrResponseHeaderTimeout
+		}
+		if errors.Is(err, ctx.Err()) {
+			return ctx.Err()
+		}
+	}
+	switch {
+	case h2NotSent(err):
+		return &h2Error{err: err, notSent: true}
+	case h2ServerClosed(err):
+		return &h2Error{err: err, serverClosed: true}
+	}
+	return err
+}
+
+// h2NotSent reports whether x/net's error says the server never processed the stream: it
+// was refused (REFUSED_STREAM), above the Last-Stream-ID of the server's GOAWAY, or never
+// started because the connection was closing. x/net's errors for the last three are not
+// exported: they are recognised here, and only here, by their text.
+func h2NotSent(err error) bool {
+	var se http2.StreamError
+	if errors.As(err, &se) && se.Code == http2.ErrCodeRefusedStream {
+		return true
+	}
+	switch err.Error() {
+	case "http2: Transport received Server's graceful shutdown GOAWAY",
+		"http2: client conn not usable",
+		"http2: client conn could not be established":
+		return true
+	}
+	return false
+}
+
+// h2ServerClosed reports whether x/net's error says the server closed the connection while
+// the stream was open, before it answered.
+func h2ServerClosed(err error) bool {
+	var gae http2.GoAwayError
+	return errors.As(err, &gae) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)
+}
+
+// h2Error is an HTTP/2 request error that endwell classified: errors.Is(err, ErrNotSent)
+// is true for a stream the server never processed (safe to retry whatever its method),
+// errors.Is(err, ErrServerClosedConn) for one whose connection the server closed before
+// answering. It unwraps to x/net's error.
+type h2Error struct {
+	err          error
+	notSent      bool
+	serverClosed bool
+}
+
+func (e *h2Error) Error() string { return "endwell: " + e.err.Error() }
+func (e *h2Error) Unwrap() error { return e.err }
+func (e *h2Error) Is(target error) bool {
+	return e.notSent && target == ErrNotSent || e.serverClosed && target == ErrServerClosedConn
+}
+
+// h2Body is an HTTP/2 response body: it gives the stream's use back when it ends.
+type h2Body struct {
+	rc io.ReadCloser
+	s  *h2Stream
+}
+
+func (b *h2Body) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if err != nil {
+		if err != io.EOF {
+			if cause := b.s.h.pc.closeCause(); cause != nil {
+				err = cause
+			}
+		}
+		b.s.release()
+	}
+	return n, err
+}
+
+// Close ends the body. Before its end, x/net resets the stream (RST_STREAM CANCEL) and the
+// connection lives on.
+func (b *h2Body) Close() error {
+	err := b.rc.Close()
+	b.s.release()
+	return err
+}
+
+// h2Layer is the top of an HTTP/2 connection's teardown stack: its goodbye is GOAWAY
+// (NO_ERROR, last-stream-id 0), after which it waits for the open streams to end.
+type h2Layer struct {
+	h   *h2Conn
+	tls *shutdown.TLS // the TLS layer below, or nil
+}
+
+// Graceful sends GOAWAY through x/net's Shutdown, whose frame the wire rewrites, and waits
+// for the open streams. If ctx ends first, it returns ctx's cause: the layers below abort.
+// If the server has already ended its side (EOF), there is nothing to say at this level.
+func (l *h2Layer) Graceful(ctx context.Context, p *shutdown.Progress) error {
+	h := l.h
+	w := h.wire
+	if rerr := w.readError(); rerr != nil {
+		raw := h.pc.raw
+		if l.tls != nil && rerr == io.EOF && !raw.PeerFIN() && !raw.PeerReset() {
+			l.tls.PeerClosed = true // TLS said EOF while TCP did not: the server's close_notify
+		}
+		w.writesOff.Store(true)
+		h.cc.Close()
+		return nil
+	}
+	err := h.cc.Shutdown(ctx)
+	if w.goAwaySent.Load() {
+		p.Note(shutdown.GoAwaySent)
+	}
+	w.writesOff.Store(true)
+	if err == nil {
+		err = w.stopReads(ctx)
+	}
+	if err != nil {
+		h.cc.Close()
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
+		return err
+	}
+	return nil
+}
+
+// Abort fails the open streams and sends nothing: no GOAWAY(NO_ERROR), and x/net's close
+// closes nothing (the layers below close the socket, without close_notify).
+func (l *h2Layer) Abort() {
+	l.h.wire.writesOff.Store(true)
+	l.h.cc.Close()
+}

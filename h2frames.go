@@ -1,0 +1,332 @@
+package endwell
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// HTTP/2 frame types and flags that the wire watches (RFC 9113, section 6).
+const (
+	frameSettings = 0x4
+	frameGoAway   = 0x7
+	flagAck       = 0x1
+
+	frameHeaderLen = 9
+	// clientPrefaceLen is the length of "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", which opens the
+	// client's side of every HTTP/2 connection.
+	clientPrefaceLen = 24
+)
+
+// frameScanner follows the frame boundaries of one direction of an HTTP/2 connection
+// across reads or writes of any size, without buffering the stream: it keeps the header of
+// the current frame and the first bytes of its payload, and skips the rest.
+//
+// A frameScanner is used by one goroutine at a time.
+type frameScanner struct {
+	skip   int                  // bytes to pass over before the first frame (the client preface)
+	hdr    [frameHeaderLen]byte // the header of the current frame
+	nhdr   int                  // bytes of hdr seen; frameHeaderLen once it is complete
+	remain int                  // payload bytes of the current frame still to come
+	off    int                  // payload bytes of the current frame seen
+	head   [8]byte              // the first payload bytes of the current frame
+	told   bool                 // onFrame was called for the current frame
+
+	// onFrame, if set, is called once per frame, when its first len(head) payload bytes
+	// (or the whole payload, if shorter) have been seen.
+	onFrame func(typ, flags byte, head []byte)
+}
+
+// scan advances s over p, which is the next part of the stream. If zeroGoAway is set, it
+// returns p with the Last-Stream-ID of every GOAWAY frame set to 0: a copy, made in
+// *scratch, if anything had to change (p itself is never modified), else p.
+func (s *frameScanner) scan(p []byte, zeroGoAway bool, scratch *[]byte) []byte {
+	out := p
+	copied := false
+	for i := 0; i < len(p); {
+		if s.skip > 0 {
+			n := min(s.skip, len(p)-i)
+			s.skip -= n
+			i += n
+			continue
+		}
+		if s.nhdr < frameHeaderLen {
+			n := copy(s.hdr[s.nhdr:], p[i:])
+			s.nhdr += n
+			i += n
+			if s.nhdr == frameHeaderLen {
+				s.remain = int(s.hdr[0])<<16 | int(s.hdr[1])<<8 | int(s.hdr[2])
+				s.off = 0
+				s.told = false
+				s.endOfPart()
+			}
+			continue
+		}
+		n := min(s.remain, len(p)-i)
+		if s.off < len(s.head) {
+			k := min(n, len(s.head)-s.off)
+			copy(s.head[s.off:], p[i:i+k])
+			if zeroGoAway && s.hdr[3] == frameGoAway && s.off < 4 {
+				// The Last-Stream-ID is the first 4 payload bytes: zero those of them
+				// that are in p.
+				if !copied {
+					out = append((*scratch)[:0], p...)
+					*scratch = out
+					copied = true
+				}
+				clear(out[i : i+min(k, 4-s.off)])
+				clear(s.head[s.off:min(s.off+k, 4)])
+			}
+		}
+		s.off += n
+		s.remain -= n
+		i += n
+		s.endOfPart()
+	}
+	return out
+}
+
+// endOfPart tells onFrame about the current frame once enough of it was seen, and moves on
+// to the next frame at the end of this one.
+func (s *frameScanner) endOfPart() {
+	if !s.told && (s.off >= len(s.head) || s.remain == 0) {
+		s.told = true
+		if s.onFrame != nil {
+			s.onFrame(s.hdr[3], s.hdr[4], s.head[:min(s.off, len(s.head))])
+		}
+	}
+	if s.remain == 0 {
+		s.nhdr = 0
+	}
+}
+
+// h2Wire is the net.Conn that x/net's client connection runs over: the TLS session (or TCP,
+// for unencrypted HTTP/2) seen through endwell's eyes.
+//
+//   - It sees every frame x/net writes, and sets the Last-Stream-ID of each GOAWAY to 0:
+//     a client accepts no push, and x/net's value (its next stream id) is a protocol error to
+//     nghttp2 (golang/go#80759).
+//   - It sees every frame the server sends: a GOAWAY is reported at once, before x/net
+//     processes it, so that the pool stops handing out the connection.
+//   - Its Close never closes anything: it tells endwell that x/net is done with the
+//     connection, which then ends through the teardown engine (tls.Conn.Close would send
+//     close_notify, aborts included).
+type h2Wire struct {
+	net.Conn           // the *tls.Conn, or the TCP connection for unencrypted HTTP/2
+	tls      *tls.Conn // nil for unencrypted HTTP/2
+
+	// onPeerGoAway is called from x/net's read loop, inside Read, when a GOAWAY from the
+	// server has arrived whole. onClose is called once, from Close.
+	onPeerGoAway func(lastStreamID uint32, code uint32)
+	onClose      func()
+
+	wmu     sync.Mutex // guards out and scratch, and serialises writes
+	out     frameScanner
+	scratch []byte
+	// sentGoAway and sentCode are set by the out scanner, under wmu, for the frame being
+	// written; they are published below once the write succeeded.
+	sentGoAway bool
+	sentCode   uint32
+
+	in frameScanner // used by x/net's read loop only
+
+	settingsAcked chan struct{} // closed when x/net acknowledged the server's first SETTINGS
+	acks          int           // SETTINGS acknowledgements written; guarded by wmu
+	settingsDirty atomic.Bool   // a later SETTINGS was acknowledged: MAX_CONCURRENT_STREAMS may have changed
+
+	writesOff   atomic.Bool           // the teardown owns the connection: x/net writes nothing more
+	goAwaySent  atomic.Bool           // a GOAWAY went out
+	goAwayCode  atomic.Uint32         // the error code of the last GOAWAY that went out
+	peerGoAway  atomic.Bool           // the server sent a GOAWAY
+	peerCode    atomic.Uint32         // its error code
+	peerLastID  atomic.Uint32         // its Last-Stream-ID
+	readErr     atomic.Pointer[error] // the first error a Read returned
+	writeErr    atomic.Pointer[error] // the first error a Write returned
+	closed      atomic.Bool           // x/net called Close
+	closedByNet chan struct{}         // closed when x/net called Close
+
+	readsOff     atomic.Bool   // stopReads was called: Read fails at once
+	readLoopDone chan struct{} // closed when a Read returned an error: x/net reads no more
+}
+
+var errWireClosed = &closedError{"endwell: HTTP/2 connection is being closed"}
+
+func newH2Wire(nc net.Conn) *h2Wire {
+	w := &h2Wire{
+		Conn:          nc,
+		settingsAcked: make(chan struct{}),
+		closedByNet:   make(chan struct{}),
+		readLoopDone:  make(chan struct{}),
+	}
+	w.tls, _ = nc.(*tls.Conn)
+	w.out.skip = clientPrefaceLen
+	w.out.onFrame = w.sawOutgoing
+	w.in.onFrame = w.sawIncoming
+	return w
+}
+
+// sawOutgoing runs under wmu, from scan.
+func (w *h2Wire) sawOutgoing(typ, flags byte, head []byte) {
+	switch typ {
+	case frameGoAway:
+		w.sentGoAway = true
+		if len(head) >= 8 {
+			w.sentCode = binary.BigEndian.Uint32(head[4:8])
+		}
+	case frameSettings:
+		if flags&flagAck != 0 {
+			w.acks++
+			if w.acks == 1 {
+				close(w.settingsAcked)
+			} else {
+				w.settingsDirty.Store(true)
+			}
+		}
+	}
+}
+
+// sawIncoming runs in x/net's read loop, from Read.
+func (w *h2Wire) sawIncoming(typ, flags byte, head []byte) {
+	if typ != frameGoAway || len(head) < 8 {
+		return
+	}
+	last := binary.BigEndian.Uint32(head[0:4]) & (1<<31 - 1)
+	code := binary.BigEndian.Uint32(head[4:8])
+	w.peerLastID.Store(last)
+	w.peerCode.Store(code)
+	w.peerGoAway.Store(true)
+	if w.onPeerGoAway != nil {
+		w.onPeerGoAway(last, code)
+	}
+}
+
+// Read reads from the connection, watching the server's frames. Its first error ends x/net's
+// read loop.
+func (w *h2Wire) Read(p []byte) (int, error) {
+	if w.readsOff.Load() {
+		w.readEnded(errWireClosed)
+		return 0, errWireClosed
+	}
+	n, err := w.Conn.Read(p)
+	if n > 0 {
+		w.in.scan(p[:n], false, nil)
+	}
+	if err != nil {
+		w.readEnded(err)
+	}
+	return n, err
+}
+
+func (w *h2Wire) readEnded(err error) {
+	if w.readErr.CompareAndSwap(nil, &err) {
+		close(w.readLoopDone)
+	}
+}
+
+// stopReads ends x/net's read loop, so that the teardown's layers below own the
+// connection's reads (a reader blocked in the socket would also hold its read lock, which
+// the TLS layer's peek needs). It waits for the loop's last Read to return, or ctx.
+func (w *h2Wire) stopReads(ctx context.Context) error {
+	w.readsOff.Store(true)
+	w.Conn.SetReadDeadline(aLongTimeAgo)
+	defer w.Conn.SetReadDeadline(time.Time{})
+	select {
+	case <-w.readLoopDone:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+// Write writes x/net's frames, with the Last-Stream-ID of GOAWAY frames set to 0. Once the
+// teardown owns the connection it writes nothing.
+func (w *h2Wire) Write(p []byte) (int, error) {
+	if w.writesOff.Load() {
+		return 0, errWireClosed
+	}
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	w.sentGoAway = false
+	out := w.out.scan(p, true, &w.scratch)
+	n, err := w.Conn.Write(out)
+	if err != nil {
+		w.writeErr.CompareAndSwap(nil, &err)
+		return n, err
+	}
+	if w.sentGoAway {
+		w.goAwayCode.Store(w.sentCode)
+		w.goAwaySent.Store(true)
+	}
+	return n, nil
+}
+
+// writeGoAway sends GOAWAY(last-stream-id 0, code) on the connection's behalf, if x/net is
+// between frames, within 250 milliseconds (as x/net does for its own). It is for the abort
+// that follows a connection error.
+func (w *h2Wire) writeGoAway(code http2.ErrCode) {
+	if w.writesOff.Load() {
+		return
+	}
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	if w.out.skip > 0 || w.out.nhdr != 0 {
+		return // in the middle of a frame: a GOAWAY now would garble it
+	}
+	var f [frameHeaderLen + 8]byte
+	f[2] = 8 // length
+	f[3] = frameGoAway
+	binary.BigEndian.PutUint32(f[frameHeaderLen+4:], uint32(code))
+	w.Conn.SetWriteDeadline(time.Now().Add(250 * time.Millisecond))
+	if _, err := w.Conn.Write(f[:]); err == nil {
+		w.goAwayCode.Store(uint32(code))
+		w.goAwaySent.Store(true)
+	}
+	w.Conn.SetWriteDeadline(time.Time{})
+}
+
+// Close tells endwell that x/net is done with the connection. It closes nothing: the
+// connection ends through the teardown engine, with the mode its story calls for.
+func (w *h2Wire) Close() error {
+	if w.closed.CompareAndSwap(false, true) {
+		close(w.closedByNet)
+		if w.onClose != nil {
+			w.onClose()
+		}
+	}
+	return nil
+}
+
+// ConnectionState returns the TLS state, so that x/net fills [http.Response.TLS].
+func (w *h2Wire) ConnectionState() tls.ConnectionState {
+	if w.tls == nil {
+		return tls.ConnectionState{}
+	}
+	return w.tls.ConnectionState()
+}
+
+// readError returns the first error a Read returned, or nil.
+func (w *h2Wire) readError() error {
+	if p := w.readErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// writeError returns the first error a Write returned, or nil.
+func (w *h2Wire) writeError() error {
+	if p := w.writeErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+var _ net.Conn = (*h2Wire)(nil)
+
+var errNoSettings = errors.New("no SETTINGS from the server")

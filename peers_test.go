@@ -1,0 +1,630 @@
+package endwell_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"text/template"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+// Helpers of the proof suite (issue 9): real peers we did not write (nginx, openssl
+// s_server), certificates for them, and what the kernel says of our sockets (file
+// descriptors, TCP states).
+
+// The peer policy: a test that needs a peer binary that is not installed skips, naming the
+// Debian package to install, unless ENDWELL_PEERS=require (CI), which makes it fail.
+const peersEnv = "ENDWELL_PEERS"
+
+// needPeer returns the path of the peer binary name, from the Debian package pkg, or skips
+// (fails, under ENDWELL_PEERS=require) the test when it is not installed.
+func needPeer(t testing.TB, name, pkg string) string {
+	t.Helper()
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	// sbin is often missing from PATH for non-root users: nginx lives there.
+	for _, dir := range []string{"/usr/sbin", "/usr/local/sbin", "/sbin"} {
+		p := filepath.Join(dir, name)
+		if st, err := os.Stat(p); err == nil && !st.IsDir() && st.Mode()&0o111 != 0 {
+			return p
+		}
+	}
+	msg := fmt.Sprintf("%s not installed: apt-get install %s", name, pkg)
+	if os.Getenv(peersEnv) == "require" {
+		t.Fatalf("%s, and %s=require", msg, peersEnv)
+	}
+	t.Skip(msg)
+	return ""
+}
+
+// peerCert is a self-signed certificate for 127.0.0.1 in PEM files, and a client
+// configuration's root pool that trusts it.
+type peerCert struct {
+	certFile, keyFile string
+	pool              *x509.CertPool
+}
+
+// writePeerCert generates a certificate for 127.0.0.1 and localhost into dir.
+func writePeerCert(t testing.TB, dir string) peerCert {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: "endwell proof peer"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		DNSNames:              []string{"localhost"},
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc := peerCert{certFile: filepath.Join(dir, "cert.pem"), keyFile: filepath.Join(dir, "key.pem")}
+	if err := os.WriteFile(pc.certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(pc.keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(der)
+	pc.pool = x509.NewCertPool()
+	pc.pool.AddCert(leaf)
+	return pc
+}
+
+// peerFreePort returns a loopback TCP port that was free a moment ago.
+func peerFreePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// peerProc is a peer running as a child process, its output captured.
+type peerProc struct {
+	cmd    *exec.Cmd
+	cancel context.CancelFunc
+	exited chan struct{} // closed once the process has exited and its output is read
+
+	mu  sync.Mutex // guards out
+	out bytes.Buffer
+}
+
+func (p *peerProc) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.Write(b)
+}
+
+func (p *peerProc) output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.String()
+}
+
+// startPeerProc starts bin with args, its stdout and stderr captured, and stops it at the end
+// of the test (see stop). stdin, if not nil, is the process's standard input.
+func startPeerProc(t testing.TB, stdin io.Reader, bin string, args ...string) *peerProc {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &peerProc{cancel: cancel, exited: make(chan struct{})}
+	p.cmd = exec.CommandContext(ctx, bin, args...)
+	p.cmd.Stdout, p.cmd.Stderr, p.cmd.Stdin = p, p, stdin
+	// Cancelling asks the process to end (nginx's master then stops its workers); if
+	// it has not within WaitDelay, exec kills it.
+	p.cmd.Cancel = func() error { return p.cmd.Process.Signal(syscall.SIGTERM) }
+	p.cmd.WaitDelay = 3 * time.Second
+	if err := p.cmd.Start(); err != nil {
+		cancel()
+		t.Fatalf("%s: %v", bin, err)
+	}
+	// Waits for the process, so that exited says when it is gone.
+	go func() {
+		p.cmd.Wait()
+		close(p.exited)
+	}()
+	t.Cleanup(func() { p.stop(t) })
+	return p
+}
+
+// stop ends the process, bounded: SIGTERM, then SIGKILL after 3 seconds; any child it
+// left behind (an nginx worker whose master was killed) is killed too.
+func (p *peerProc) stop(t testing.TB) {
+	children := peerChildPIDs(p.cmd.Process.Pid)
+	p.cancel()
+	select {
+	case <-p.exited:
+	case <-time.After(5 * time.Second):
+		t.Errorf("%s did not exit within 5s", p.cmd.Path)
+	}
+	for _, pid := range children {
+		if syscall.Kill(pid, 0) == nil {
+			t.Logf("%s left child %d behind: killing it", p.cmd.Path, pid)
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
+
+// peerChildPIDs lists the processes whose parent is pid (Linux; nil elsewhere).
+func peerChildPIDs(pid int) []int {
+	ents, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range ents {
+		c, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// "pid (comm) state ppid ...": comm may hold spaces, so split after its ')'.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// waitOutput waits up to d for the output to match re, and returns the output.
+func (p *peerProc) waitOutput(re *regexp.Regexp, d time.Duration) (string, bool) {
+	deadline := time.Now().Add(d)
+	for {
+		out := p.output()
+		if re.MatchString(out) {
+			return out, true
+		}
+		select {
+		case <-p.exited:
+			out = p.output()
+			return out, re.MatchString(out)
+		default:
+		}
+		if time.Now().After(deadline) {
+			return out, false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// nginx is an nginx child process with its own prefix directory, serving TLS HTTP/1.1
+// on 127.0.0.1:port:
+//
+//	/ok      200 "ok\n"
+//	/large   a static file of largeSize bytes
+type nginxPeer struct {
+	dir  string
+	addr string
+	cert peerCert
+	proc *peerProc
+}
+
+// nginxLargeSize is the size of /large: far over what a drain may discard.
+const nginxLargeSize = 16 << 20
+
+var nginxConf = template.Must(template.New("nginx.conf").Parse(`
+{{if .Root}}user root;{{end}}
+worker_processes 1;
+pid {{.Dir}}/nginx.pid;
+error_log {{.Dir}}/error.log info;
+events { worker_connections 256; }
+http {
+	log_format endwell '$connection $connection_requests "$request" $status $bytes_sent';
+	access_log {{.Dir}}/access.log endwell;
+	client_body_temp_path {{.Dir}}/tmp/body;
+	proxy_temp_path {{.Dir}}/tmp/proxy;
+	fastcgi_temp_path {{.Dir}}/tmp/fastcgi;
+	uwsgi_temp_path {{.Dir}}/tmp/uwsgi;
+	scgi_temp_path {{.Dir}}/tmp/scgi;
+	keepalive_timeout {{.KeepAlive}};
+	server {
+		listen {{.Addr}} ssl;
+		ssl_certificate {{.Cert}};
+		ssl_certificate_key {{.Key}};
+		root {{.Dir}}/www;
+		location = /ok { return 200 "ok\n"; }
+		location = /large { }
+	}
+}
+`))
+
+// startNginx starts nginx with keepalive_timeout keepAlive (nginx syntax: "1s", "75s").
+func startNginx(t testing.TB, keepAlive string) *nginxPeer {
+	t.Helper()
+	bin := needPeer(t, "nginx", "nginx")
+	dir := t.TempDir()
+	for _, d := range []string{"www", "tmp", "logs"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "www", "large"), bytes.Repeat([]byte("x"), nginxLargeSize), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n := &nginxPeer{dir: dir, cert: writePeerCert(t, dir)}
+	n.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(peerFreePort(t)))
+	var conf bytes.Buffer
+	err := nginxConf.Execute(&conf, map[string]any{
+		"Root": os.Geteuid() == 0, "Dir": dir, "Addr": n.addr, "KeepAlive": keepAlive,
+		"Cert": n.cert.certFile, "Key": n.cert.keyFile,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "nginx.conf"), conf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n.proc = startPeerProc(t, nil, bin, "-p", dir, "-c", filepath.Join(dir, "nginx.conf"), "-e", filepath.Join(dir, "error.log"), "-g", "daemon off;")
+	// nginx writes its pid file once its listening socket is open: no probe connection,
+	// which would show in its logs.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "nginx.pid")); err == nil {
+			break
+		}
+		select {
+		case <-n.proc.exited:
+			t.Fatalf("nginx exited: %s%s", n.proc.output(), n.errorLog())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nginx: no pid file after 5s: %s%s", n.proc.output(), n.errorLog())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return n
+}
+
+// url returns the https URL of path on n.
+func (n *nginxPeer) url(path string) string { return "https://" + n.addr + path }
+
+func (n *nginxPeer) readLog(name string) string {
+	b, _ := os.ReadFile(filepath.Join(n.dir, name))
+	return string(b)
+}
+
+// errorLog returns nginx's error log.
+func (n *nginxPeer) errorLog() string { return n.readLog("error.log") }
+
+// accessLog returns nginx's access log: "$connection $connection_requests "$request" $status $bytes_sent".
+func (n *nginxPeer) accessLog() string { return n.readLog("access.log") }
+
+// waitErrorLog waits up to d for the error log to match re and returns the log.
+func (n *nginxPeer) waitErrorLog(re *regexp.Regexp, d time.Duration) (string, bool) {
+	deadline := time.Now().Add(d)
+	for {
+		l := n.errorLog()
+		if re.MatchString(l) || time.Now().After(deadline) {
+			return l, re.MatchString(l)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// waitAccessLines waits up to 5 seconds for n lines in the access log and returns them.
+func (n *nginxPeer) waitAccessLines(t testing.TB, want int) []string {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		l := strings.TrimSpace(n.accessLog())
+		var lines []string
+		if l != "" {
+			lines = strings.Split(l, "\n")
+		}
+		if len(lines) >= want {
+			return lines
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nginx access log: got %d lines, want %d: %q", len(lines), want, l)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// peerOpenFDs returns the number of open file descriptors of this process, or -1 where it
+// can't tell.
+func peerOpenFDs() int {
+	if runtime.GOOS != "linux" {
+		return -1
+	}
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return -1
+	}
+	return len(ents)
+}
+
+// peerNoLeaks checks, once the test and the cleanups registered after this call are over,
+// that no goroutine started during the test is left and that no more file descriptors are
+// open than before. Call it first in a test, so that its check runs last.
+func peerNoLeaks(t *testing.T) {
+	t.Helper()
+	ignore := goleak.IgnoreCurrent()
+	fds := peerOpenFDs()
+	t.Cleanup(func() {
+		goleak.VerifyNone(t, ignore)
+		if fds < 0 {
+			return
+		}
+		deadline := time.Now().Add(2 * time.Second)
+		for {
+			n := peerOpenFDs()
+			if n <= fds {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("open file descriptors: got %d, want at most %d (as before the test)", n, fds)
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+}
+
+// TCP states in /proc/net/tcp, as the kernel numbers them.
+const (
+	sockEstablished = "01"
+	sockFinWait1    = "04"
+	sockFinWait2    = "05"
+	sockTimeWait    = "06"
+	sockClose       = "07"
+	sockCloseWait   = "08"
+	sockLastAck     = "09"
+)
+
+var peerTCPStates = map[string]string{
+	"01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1",
+	"05": "FIN_WAIT2", "06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT",
+	"09": "LAST_ACK", "0A": "LISTEN", "0B": "CLOSING",
+}
+
+// peerSocket is one line of /proc/net/tcp or tcp6.
+type peerSocket struct {
+	local, remote string // "127.0.0.1:port"
+	state         string // "01".."0B"
+}
+
+func (s peerSocket) String() string {
+	return s.local + "->" + s.remote + " " + peerTCPStates[s.state]
+}
+
+// peerSockets lists the sockets in /proc/net/tcp and /proc/net/tcp6 (nil elsewhere).
+func peerSockets() []peerSocket {
+	var socks []peerSocket
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(bytes.NewReader(b))
+		sc.Scan() // header
+		for sc.Scan() {
+			fs := strings.Fields(sc.Text())
+			if len(fs) < 4 {
+				continue
+			}
+			socks = append(socks, peerSocket{local: peerProcAddr(fs[1]), remote: peerProcAddr(fs[2]), state: fs[3]})
+		}
+	}
+	return socks
+}
+
+// peerProcAddr decodes /proc/net/tcp's "0100007F:1F90" into "127.0.0.1:8080".
+func peerProcAddr(s string) string {
+	h, p, ok := strings.Cut(s, ":")
+	if !ok {
+		return s
+	}
+	port, _ := strconv.ParseUint(p, 16, 16)
+	b, err := hex.DecodeString(h)
+	if err != nil {
+		return s
+	}
+	// The kernel prints the address as 32-bit words in host (little-endian) order.
+	for i := 0; i+4 <= len(b); i += 4 {
+		b[i], b[i+1], b[i+2], b[i+3] = b[i+3], b[i+2], b[i+1], b[i]
+	}
+	ip := net.IP(b)
+	if v4 := ip.To4(); v4 != nil {
+		ip = v4
+	}
+	return net.JoinHostPort(ip.String(), strconv.FormatUint(port, 10))
+}
+
+// peerSocketsOf returns the sockets of conns, each "local->remote" as peerConnKey spells it. A
+// local port may serve several remote addresses, so both ends are matched.
+func peerSocketsOf(conns []string) []peerSocket {
+	want := make(map[string]bool, len(conns))
+	for _, c := range conns {
+		want[c] = true
+	}
+	var out []peerSocket
+	for _, s := range peerSockets() {
+		if want[s.local+"->"+s.remote] {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// peerConnKey names a connection by both ends, as peerSocketsOf matches it.
+func peerConnKey(c net.Conn) string { return c.LocalAddr().String() + "->" + c.RemoteAddr().String() }
+
+// peerLingering returns the sockets of locals still in a state that a well-ended connection
+// leaves quickly: CLOSE_WAIT (we never closed after the peer did), FIN_WAIT2 (we wait for a
+// peer that never closes), and, when established is true, ESTABLISHED too.
+func peerLingering(locals []string, established bool) []peerSocket {
+	var out []peerSocket
+	for _, s := range peerSocketsOf(locals) {
+		switch s.state {
+		case sockCloseWait, sockFinWait2:
+			out = append(out, s)
+		case sockEstablished:
+			if established {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
+// peerWaitNoLingering waits up to d for peerLingering(locals, established) to be empty; it fails
+// the test if it is not.
+func peerWaitNoLingering(t testing.TB, locals []string, established bool, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		l := peerLingering(locals, established)
+		if len(l) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("sockets still peerLingering after %v: %v", d, l)
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// peerConns records both ends of every connection a transport dials, for the
+// /proc/net/tcp checks. Use its dial as the Transport's DialContext.
+type peerConns struct {
+	mu    sync.Mutex // guards addrs
+	addrs []string
+}
+
+func (l *peerConns) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, network, addr)
+	if err == nil {
+		l.mu.Lock()
+		l.addrs = append(l.addrs, peerConnKey(c))
+		l.mu.Unlock()
+	}
+	return c, err
+}
+
+func (l *peerConns) list() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.addrs...)
+}
+
+// sServer is `openssl s_server` serving one TLS connection on 127.0.0.1, in its default
+// mode: what the client sends is printed, what the test writes to stdin is sent. So the
+// test plays the HTTP server through it, and s_server reports how the client ended the
+// TLS session: "DONE" when it read the client's close_notify, "ERROR" and the OpenSSL
+// error (unexpected eof while reading, connection reset) when the client hung up without.
+type sServer struct {
+	addr  string
+	cert  peerCert
+	proc  *peerProc
+	stdin *io.PipeWriter
+}
+
+var sServerAccept = regexp.MustCompile(`(?m)^ACCEPT`)
+
+// startSServer starts s_server for one connection.
+func startSServer(t testing.TB) *sServer {
+	t.Helper()
+	bin := needPeer(t, "openssl", "openssl")
+	dir := t.TempDir()
+	s := &sServer{cert: writePeerCert(t, dir)}
+	s.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(peerFreePort(t)))
+	pr, pw := io.Pipe()
+	s.stdin = pw
+	// The pipe is closed before the process is stopped (cleanups run last first), so
+	// that exec's stdin copier ends.
+	s.proc = startPeerProc(t, pr, bin, "s_server", "-accept", s.addr, "-naccept", "1",
+		"-cert", s.cert.certFile, "-key", s.cert.keyFile)
+	t.Cleanup(func() { pw.Close() })
+	if out, ok := s.proc.waitOutput(sServerAccept, 5*time.Second); !ok {
+		t.Fatalf("openssl s_server: no ACCEPT within 5s: %s", out)
+	}
+	return s
+}
+
+// url returns the https URL of path on s.
+func (s *sServer) url(path string) string { return "https://" + s.addr + path }
+
+// answer waits for the request head (an empty line) and sends resp.
+func (s *sServer) answer(resp string) error {
+	if out, ok := s.proc.waitOutput(regexp.MustCompile(`\r\n\r\n`), 5*time.Second); !ok {
+		return fmt.Errorf("openssl s_server: no request within 5s: %s", out)
+	}
+	_, err := io.WriteString(s.stdin, resp)
+	return err
+}
+
+// ending waits up to 5 seconds for s_server to report the end of the connection and
+// returns the lines that tell how: DONE, ERROR and OpenSSL's error lines.
+func (s *sServer) ending() (lines []string, done, failed bool) {
+	out, _ := s.proc.waitOutput(regexp.MustCompile(`CONNECTION CLOSED`), 5*time.Second)
+	for _, l := range strings.Split(out, "\n") {
+		l = strings.TrimSpace(l)
+		switch {
+		case l == "DONE":
+			done = true
+		case l == "ERROR":
+			failed = true
+		case strings.Contains(l, ":error:"):
+		default:
+			continue
+		}
+		lines = append(lines, l)
+	}
+	return lines, done, failed
+}
+
+// localAddrs and lingering are the names idle_loopback_test.go uses for peerConns and
+// peerLingering.
+type localAddrs = peerConns
+
+func lingering(conns []string, established bool) []peerSocket {
+	return peerLingering(conns, established)
+}

@@ -1,0 +1,239 @@
+package endwell_test
+
+import (
+	"encoding/base64"
+	"errors"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"sync"
+	"testing"
+
+	"github.com/endwell/endwell"
+	"github.com/endwell/endwell/internal/witness"
+)
+
+// testProxy is an in-process HTTP proxy: it forwards absolute-form http:// requests and
+// tunnels CONNECT requests, and records what it was asked.
+type testProxy struct {
+	srv      *httptest.Server
+	fwd      *http.Transport
+	refuse   int // if not zero, the status CONNECT requests get
+	wg       sync.WaitGroup
+	mu       sync.Mutex  // guards the following
+	requests []proxySeen // every request received, in order
+	tunnels  []net.Conn  // hijacked and dialled connections, closed at the end
+}
+
+// proxySeen is what the proxy saw of one request.
+type proxySeen struct {
+	method, uri, host string
+	header            http.Header
+}
+
+func startProxy(t *testing.T, refuse int) *testProxy {
+	t.Helper()
+	p := &testProxy{fwd: &http.Transport{}, refuse: refuse}
+	p.srv = httptest.NewUnstartedServer(http.HandlerFunc(p.serve))
+	p.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	p.srv.Start()
+	t.Cleanup(func() {
+		p.srv.Close()
+		p.fwd.CloseIdleConnections()
+		p.mu.Lock()
+		for _, c := range p.tunnels {
+			c.Close()
+		}
+		p.mu.Unlock()
+		p.wg.Wait()
+	})
+	return p
+}
+
+// url returns the proxy's URL, with userinfo if user is not nil.
+func (p *testProxy) url(user *url.Userinfo) *url.URL {
+	u, _ := url.Parse(p.srv.URL)
+	u.User = user
+	return u
+}
+
+func (p *testProxy) seen() []proxySeen {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]proxySeen(nil), p.requests...)
+}
+
+func (p *testProxy) serve(w http.ResponseWriter, r *http.Request) {
+	p.mu.Lock()
+	p.requests = append(p.requests, proxySeen{r.Method, r.RequestURI, r.Host, r.Header.Clone()})
+	p.mu.Unlock()
+	if r.Method != http.MethodConnect {
+		out := r.Clone(r.Context())
+		out.RequestURI = ""
+		out.Header.Del("Proxy-Authorization")
+		resp, err := p.fwd.RoundTrip(out)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		for k, vs := range resp.Header {
+			w.Header()[k] = vs
+		}
+		w.WriteHeader(resp.StatusCode)
+		io.Copy(w, resp.Body)
+		return
+	}
+	if p.refuse != 0 {
+		w.Header().Set("Proxy-Authenticate", `Basic realm="test"`)
+		w.WriteHeader(p.refuse)
+		return
+	}
+	up, err := net.Dial("tcp", r.Host)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	c, _, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		up.Close()
+		return
+	}
+	p.mu.Lock()
+	p.tunnels = append(p.tunnels, c, up)
+	p.mu.Unlock()
+	io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n")
+	// The tunnel's two pumps: each exits when its source ends, and passes the end on. They
+	// copy through plain readers and writers: splice(2) would cache pipes, which the file
+	// descriptor checks would take for leaks.
+	p.wg.Go(func() {
+		io.Copy(struct{ io.Writer }{up}, struct{ io.Reader }{c})
+		if tc, ok := up.(*net.TCPConn); ok {
+			tc.CloseWrite()
+		}
+	})
+	p.wg.Go(func() {
+		io.Copy(struct{ io.Writer }{c}, struct{ io.Reader }{up})
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.CloseWrite()
+		}
+	})
+}
+
+func TestProxyHTTP(t *testing.T) {
+	checkLeaks(t)
+	s := startWitness(t, witness.Options{Handler: func(c *witness.Conn, r *http.Request) witness.Action {
+		c.Respond(http.StatusOK, nil, "via proxy")
+		return witness.KeepAlive
+	}})
+	p := startProxy(t, 0)
+	tr := newTransport(t, &endwell.Transport{Proxy: http.ProxyURL(p.url(url.UserPassword("user", "pass")))})
+	c := &http.Client{Transport: tr}
+	for range 2 {
+		_, body := do(t, c, newRequest(t, nil, "GET", s.URL()+"/path?q=1", nil))
+		if got, want := body, "via proxy"; got != want {
+			t.Errorf("body: got %q, want %q", got, want)
+		}
+	}
+	seen := p.seen()
+	if got, want := len(seen), 2; got != want {
+		t.Fatalf("requests at the proxy: got %v, want %v", got, want)
+	}
+	for _, r := range seen {
+		if got, want := r.method+" "+r.uri, "GET "+s.URL()+"/path?q=1"; got != want {
+			t.Errorf("request line at the proxy: got %q, want %q", got, want)
+		}
+		if got, want := r.header.Get("Proxy-Authorization"), basic("user", "pass"); got != want {
+			t.Errorf("Proxy-Authorization: got %q, want %q", got, want)
+		}
+	}
+}
+
+func TestProxyConnect(t *testing.T) {
+	checkLeaks(t)
+	s := startWitness(t, witness.Options{TLS: true, Handler: func(c *witness.Conn, r *http.Request) witness.Action {
+		c.Respond(http.StatusOK, nil, "tunnelled")
+		return witness.KeepAlive
+	}})
+	p := startProxy(t, 0)
+	tr := newTransport(t, &endwell.Transport{
+		Proxy:              http.ProxyURL(p.url(url.UserPassword("user", "pass"))),
+		ProxyConnectHeader: http.Header{"X-Proxy-Test": {"yes"}},
+		TLSClientConfig:    s.ClientTLSConfig(),
+	})
+	c := &http.Client{Transport: tr}
+	for range 2 {
+		resp, body := do(t, c, newRequest(t, nil, "GET", s.URL()+"/secret", nil))
+		if got, want := body, "tunnelled"; got != want {
+			t.Errorf("body: got %q, want %q", got, want)
+		}
+		if resp.TLS == nil {
+			t.Errorf("resp.TLS: got nil, want the tunnelled TLS session")
+		}
+	}
+	seen := p.seen()
+	if got, want := len(seen), 1; got != want {
+		t.Fatalf("requests at the proxy (one tunnel, reused): got %v, want %v", got, want)
+	}
+	r := seen[0]
+	if got, want := r.method+" "+r.host, "CONNECT "+s.Addr(); got != want {
+		t.Errorf("CONNECT request: got %q, want %q", got, want)
+	}
+	if got, want := r.header.Get("X-Proxy-Test"), "yes"; got != want {
+		t.Errorf("ProxyConnectHeader X-Proxy-Test: got %q, want %q", got, want)
+	}
+	if got, want := r.header.Get("Proxy-Authorization"), basic("user", "pass"); got != want {
+		t.Errorf("Proxy-Authorization: got %q, want %q", got, want)
+	}
+	reps := s.Reports()
+	if got, want := len(reps), 1; got != want {
+		t.Fatalf("server connections: got %v, want %v", got, want)
+	}
+	if got, want := reps[0].Requests, 2; got != want {
+		t.Errorf("requests through the tunnel: got %v, want %v", got, want)
+	}
+	// The tunnel ends as well as a direct connection: close_notify, then FIN.
+	tr.CloseIdleConnections()
+	wantWitnessEnds(t, s, 1, gracefulEnding(true))
+}
+
+func TestProxyConnectRefused(t *testing.T) {
+	checkLeaks(t)
+	s := startWitness(t, witness.Options{TLS: true})
+	p := startProxy(t, http.StatusProxyAuthRequired)
+	tr := newTransport(t, &endwell.Transport{
+		Proxy:           http.ProxyURL(p.url(nil)),
+		TLSClientConfig: s.ClientTLSConfig(),
+	})
+	_, err := tr.RoundTrip(newRequest(t, boundedCtx(t), "GET", s.URL()+"/", nil))
+	if err == nil {
+		t.Fatal("RoundTrip: got nil error, want the proxy's refusal")
+	}
+	var pe *endwell.ProxyConnectError
+	if !errors.As(err, &pe) {
+		t.Fatalf("error: got %T %v, want *endwell.ProxyConnectError", err, err)
+	}
+	if got, want := pe.StatusCode, http.StatusProxyAuthRequired; got != want {
+		t.Errorf("StatusCode: got %v, want %v", got, want)
+	}
+	var de *endwell.DialError
+	if !errors.As(err, &de) {
+		t.Fatalf("error: got %T %v, want *endwell.DialError", err, err)
+	}
+	if got, want := de.Op, "proxy"; got != want {
+		t.Errorf("DialError.Op: got %q, want %q", got, want)
+	}
+	if !errors.Is(err, endwell.ErrNotSent) {
+		t.Errorf("errors.Is(%v, ErrNotSent): got false, want true", err)
+	}
+	if got, want := len(s.Reports()), 0; got != want {
+		t.Errorf("server connections: got %v, want %v", got, want)
+	}
+}
+
+func basic(user, pass string) string {
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
+}
