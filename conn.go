@@ -121,26 +121,33 @@ func (pc *conn) end(ctx context.Context, mode shutdown.Mode, reason string, caus
 	if cause != nil {
 		pc.closeErr.CompareAndSwap(nil, &cause)
 	}
+	t := pc.t
+	// Reserve first: Close and Shutdown, which wait for the engine, then also wait for a
+	// teardown decided just before they looked.
+	ticket := t.engine.Reserve()
 	if !pc.dead.CompareAndSwap(false, true) {
+		ticket.Cancel()
 		return false
 	}
-	t := pc.t
+	if mode == shutdown.Graceful && t.state.Load() == stateClosed {
+		mode = shutdown.Abort // Close says no goodbyes, and never waits on a peer
+	}
 	if e := pc.entry.Load(); e != nil {
 		t.pool.Remove(e)
 	}
 	pc.setState(stateGone)
 	t.teardownStarted(pc)
 	job := shutdown.Job{
-		Layers: pc.layers(),
-		Mode:   mode,
-		Reason: reason,
-		Budget: t.cfg.budget,
-		Done:   pc.teardownDone,
+		Layers:   pc.layers(),
+		Mode:     mode,
+		Reason:   reason,
+		Deadline: time.Now().Add(t.cfg.budget), // the budget runs from the decision
+		Done:     pc.teardownDone,
 	}
 	if mode == shutdown.Abort {
-		t.engine.Do(ctx, job)
+		ticket.Do(ctx, job)
 	} else {
-		t.engine.Go(ctx, job)
+		ticket.Go(ctx, job)
 	}
 	return true
 }

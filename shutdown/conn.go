@@ -18,8 +18,11 @@ import (
 // A Conn is safe for concurrent use as its underlying connection is.
 type Conn struct {
 	net.Conn
-	fin   atomic.Bool
-	reset atomic.Bool
+	fin atomic.Bool // a Read returned io.EOF
+	// finPending is set when a look at the receive queue saw the FIN next: it is not
+	// consumed yet, and the bytes before it (a TLS close_notify, say) can still be read.
+	finPending atomic.Bool
+	reset      atomic.Bool
 }
 
 // Watch wraps c. Give the result to tls.Client, and to the TLS and TCP layers.
@@ -43,7 +46,7 @@ func (c *Conn) noteReadError(err error) {
 	}
 }
 
-// PeerFIN reports whether a read has seen the peer's FIN.
+// PeerFIN reports whether a read has consumed the peer's FIN: nothing is left to read.
 func (c *Conn) PeerFIN() bool { return c.fin.Load() }
 
 // PeerReset reports whether a read has seen the peer's reset.
@@ -53,7 +56,7 @@ func (c *Conn) PeerReset() bool { return c.reset.Load() }
 // waiting in the receive queue behind no data (checked without blocking and without
 // consuming anything, where the platform allows).
 func (c *Conn) PeerClosed() bool {
-	if c.fin.Load() || c.reset.Load() {
+	if c.fin.Load() || c.reset.Load() || c.finPending.Load() {
 		return true
 	}
 	return c.peekClosed()

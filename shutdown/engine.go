@@ -30,9 +30,13 @@ type Job struct {
 	Mode Mode
 	// Reason is why the connection ends; the engine records it and does not read it.
 	Reason string
-	// Budget bounds a graceful teardown. Zero means DefaultBudget. The teardown also ends
-	// when the context it runs under is done, whichever comes first.
+	// Budget bounds a graceful teardown, from its start. Zero means DefaultBudget. The
+	// teardown also ends when the context it runs under is done, whichever comes first.
 	Budget time.Duration
+	// Deadline, if set, bounds the teardown instead of Budget: a caller that decided to
+	// close at some moment counts the budget from then, not from when the teardown's
+	// goroutine got to run.
+	Deadline time.Time
 	// Done, if set, is called once the socket is closed, in the teardown's goroutine, with
 	// the context the job was started with.
 	Done func(ctx context.Context, r *Record)
@@ -68,11 +72,15 @@ func run(ctx context.Context, j Job, forced *forceSignal) *Record {
 		return rec
 	}
 
-	budget := j.Budget
-	if budget <= 0 {
-		budget = DefaultBudget
+	deadline := j.Deadline
+	if deadline.IsZero() {
+		budget := j.Budget
+		if budget <= 0 {
+			budget = DefaultBudget
+		}
+		deadline = rec.Start.Add(budget)
 	}
-	ctx, cancel := context.WithTimeoutCause(ctx, budget, ErrBudget)
+	ctx, cancel := context.WithDeadlineCause(ctx, deadline, ErrBudget)
 	defer cancel()
 	if forced != nil {
 		stopForce := context.AfterFunc(forced.ctx, func() { cancel() })
@@ -142,8 +150,33 @@ type Engine struct {
 // Go starts j in a new goroutine and returns at once. ctx bounds the teardown along with
 // its budget and carries values (a parent span) to j.Done; cancelling ctx forces the
 // teardown (the bottom layer is aborted).
-func (e *Engine) Go(ctx context.Context, j Job) {
-	f := e.track()
+func (e *Engine) Go(ctx context.Context, j Job) { e.Reserve().Go(ctx, j) }
+
+// Do runs j in the calling goroutine, tracked like the teardowns of Go, and returns its
+// record. It suits aborts, which never block; a graceful job blocks up to its budget.
+func (e *Engine) Do(ctx context.Context, j Job) *Record { return e.Reserve().Do(ctx, j) }
+
+// Ticket is a teardown reserved with [Engine.Reserve]: Wait already waits for it and
+// ForceAll already reaches it. Use it once, with Go, Do or Cancel.
+type Ticket struct {
+	e *Engine
+	f *forceSignal
+}
+
+// Reserve registers a teardown that its caller is about to start, so that no Wait can
+// return and no ForceAll can miss it in between: a connection's owner reserves before
+// deciding how the connection ends, and cancels if another party decided first.
+func (e *Engine) Reserve() Ticket { return Ticket{e, e.track()} }
+
+// Cancel gives the reservation up.
+func (k Ticket) Cancel() {
+	k.f.cancel(nil)
+	k.e.untrack(k.f)
+}
+
+// Go starts the reserved teardown in a new goroutine, as [Engine.Go] does.
+func (k Ticket) Go(ctx context.Context, j Job) {
+	e, f := k.e, k.f
 	// The teardown's goroutine: it may block on the peer, up to the budget, so it must not
 	// run in the caller's. It exits when the socket is closed.
 	go func() {
@@ -156,10 +189,9 @@ func (e *Engine) Go(ctx context.Context, j Job) {
 	}()
 }
 
-// Do runs j in the calling goroutine, tracked like the teardowns of Go, and returns its
-// record. It suits aborts, which never block; a graceful job blocks up to its budget.
-func (e *Engine) Do(ctx context.Context, j Job) *Record {
-	f := e.track()
+// Do runs the reserved teardown in the calling goroutine, as [Engine.Do] does.
+func (k Ticket) Do(ctx context.Context, j Job) *Record {
+	e, f := k.e, k.f
 	rec := run(ctx, j, f)
 	f.cancel(nil)
 	if j.Done != nil {

@@ -3,9 +3,11 @@ package shutdown
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -72,9 +74,17 @@ func (l *TCP) Graceful(ctx context.Context, p *Progress) (err error) {
 			err = cerr
 		}
 	}()
+	if l.Conn.PeerReset() {
+		// The peer reset the connection before our teardown began: there is nobody
+		// left to say goodbye to; closing is all there is to do.
+		return nil
+	}
 	if err := l.Conn.CloseWrite(); err != nil {
 		if ctx.Err() != nil {
 			return context.Cause(ctx)
+		}
+		if p.Noted(CloseNotifyReceived) && isReset(err) {
+			return nil // the peer said goodbye, then slammed the door: not our failure
 		}
 		return err
 	}
@@ -112,6 +122,11 @@ func (l *TCP) Graceful(ctx context.Context, p *Progress) (err error) {
 			p.Note(FINReceived)
 			return nil
 		}
+		if p.Noted(CloseNotifyReceived) && isReset(rerr) {
+			// The peer said goodbye and reset rather than waiting for ours (a server
+			// that closes with our close_notify unread): both goodbyes were said.
+			return nil
+		}
 		if r != io.Reader(l.Conn) && rerr == io.EOF {
 			// The layer above saw its peer's goodbye while TCP is still open: keep
 			// draining the raw socket until the FIN.
@@ -136,6 +151,11 @@ func (l *TCP) close() error {
 		err = l.Conn.Close()
 	})
 	return err
+}
+
+// isReset reports whether err says the peer reset the connection.
+func isReset(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ENOTCONN) || errors.Is(err, syscall.EPIPE)
 }
 
 // Abort closes the socket at once. The peer sees FIN, or RST if it had unread data.

@@ -3,7 +3,6 @@
 package shutdown
 
 import (
-	"io"
 	"syscall"
 )
 
@@ -26,7 +25,7 @@ func (c *Conn) peekClosed() bool {
 		switch {
 		case rerr == nil && n == 0:
 			closed = true
-			c.noteReadError(io.EOF)
+			c.finPending.Store(true)
 		case rerr == syscall.ECONNRESET:
 			closed = true
 			c.noteReadError(rerr)

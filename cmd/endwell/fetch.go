@@ -108,7 +108,7 @@ func describe(err error, timeout time.Duration) string {
 		de  *endwell.DialError
 		dns *net.DNSError
 		cve *tls.CertificateVerificationError
-		re  *tls.RecordHeaderError
+		re  tls.RecordHeaderError
 	)
 	switch {
 	case errors.As(err, &de) && de.Op == "tls":
@@ -276,10 +276,10 @@ func shutdownAndCollect(ctx context.Context, t *endwell.Transport, col *spanColl
 // printConnections prints the connection table and, per server, what its goodbyes say.
 func printConnections(w io.Writer, tds []teardown, cfg *config) {
 	if len(tds) == 0 {
-		fmt.Fprintln(w, "\nNo connection was opened.")
+		fmt.Fprintln(w, "No connection was opened.")
 		return
 	}
-	fmt.Fprintf(w, "\nHow the connections ended (Shutdown, goodbye budget %v):\n", cfg.budget)
+	fmt.Fprintf(w, "\nHow the connections ended (endwell's goodbye budget: %v):\n", cfg.budget)
 	const maxRows = 20
 	if len(tds) <= maxRows {
 		tw := newTable(w)
@@ -308,7 +308,7 @@ func verdicts(tds []teardown, budget time.Duration) []string {
 		goaway                                    int
 		plain                                     bool
 		took                                      []time.Duration
-		aborted                                   []string
+		aborted, serverFirst                      []string
 	}
 	var order []*server
 	by := map[string]*server{}
@@ -322,8 +322,12 @@ func verdicts(tds []teardown, budget time.Duration) []string {
 		if td.GoAwaySent {
 			s.goaway++
 		}
-		if td.Mode != "graceful" {
+		switch {
+		case td.Mode != "graceful":
 			s.aborted = append(s.aborted, td.Reason)
+			continue
+		case td.Reason == "server_close" || td.Reason == "peer_closed" || td.Reason == "goaway_received":
+			s.serverFirst = append(s.serverFirst, td.Reason)
 			continue
 		}
 		s.graceful++
@@ -362,7 +366,7 @@ func verdicts(tds []teardown, budget time.Duration) []string {
 				if s.plain {
 					parts = append(parts, "answers FIN (plain TCP, no TLS)"+of(s.finOnly))
 				} else {
-					parts = append(parts, "closes TCP without close_notify"+of(s.finOnly))
+					parts = append(parts, "does not answer close_notify, closes TCP without it"+of(s.finOnly))
 				}
 			}
 			if s.silent > 0 {
@@ -376,8 +380,11 @@ func verdicts(tds []teardown, budget time.Duration) []string {
 				parts = append(parts, "GOAWAY sent")
 			}
 		}
+		if len(s.serverFirst) > 0 {
+			parts = append(parts, fmt.Sprintf("closed %d itself (%s)", len(s.serverFirst), strings.Join(dedup(s.serverFirst), ", ")))
+		}
 		if len(s.aborted) > 0 {
-			parts = append(parts, fmt.Sprintf("%d aborted (%s)", len(s.aborted), strings.Join(dedup(s.aborted), ", ")))
+			parts = append(parts, fmt.Sprintf("%d aborted by endwell (%s)", len(s.aborted), strings.Join(dedup(s.aborted), ", ")))
 		}
 		out = append(out, s.name+": "+strings.Join(parts, "; "))
 	}
@@ -541,6 +548,6 @@ func printSummary(w io.Writer, s summary) {
 		if i > 0 {
 			label = ""
 		}
-		fmt.Fprintf(w, "%-12s %4d %s/%s/%s\n", label, cc.Count, cc.Mode, cc.Reason, cc.Outcome)
+		fmt.Fprintf(w, "%-13s%d %s/%s/%s\n", label, cc.Count, cc.Mode, cc.Reason, cc.Outcome)
 	}
 }

@@ -49,14 +49,14 @@ func main() {
 
 // config is the parsed command line.
 type config struct {
-	compare     bool
-	json        bool
-	n, c        int
-	timeout     time.Duration
-	budget      time.Duration
-	insecure    bool
-	urls        []string
-	isTerminal  bool // stdout is a terminal: draw the progress bar
+	compare  bool
+	json     bool
+	n, c     int
+	timeout  time.Duration
+	budget   time.Duration
+	insecure bool
+	urls     []string
+	// progressOut is where -n draws its progress bar: stdout when it is a terminal, else nil.
 	progressOut io.Writer
 }
 
@@ -139,7 +139,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if f, ok := stdout.(*os.File); ok {
 		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
-			cfg.isTerminal = true
 			cfg.progressOut = stdout
 		}
 	}

@@ -78,9 +78,13 @@ type want struct {
 
 // wantH2 is how the scenarios played over HTTP/2 must end: a graceful close sends GOAWAY,
 // an abort does not.
+//
+// The HTTP/2 server is net/http's, which closes its socket as soon as it has read our
+// GOAWAY: its close_notify then sometimes races the reset that our own close_notify draws,
+// and a reset discards what the kernel had queued. So clean or peer_silent.
 var wantH2 = map[string]want{
-	"finished, CloseIdleConnections": {"close_idle", "graceful", []string{"clean"}, false},
-	"idle timeout (150ms)":           {"idle_timeout", "graceful", []string{"clean"}, false},
+	"finished, CloseIdleConnections": {"close_idle", "graceful", []string{"clean", "peer_silent"}, false},
+	"idle timeout (150ms)":           {"idle_timeout", "graceful", []string{"clean", "peer_silent"}, false},
 	"server closes idle conn":        {"goaway_received", "graceful", []string{"clean", "peer_silent"}, false},
 	"Transport.Close":                {"close", "abort", []string{"aborted"}, false},
 }
@@ -91,8 +95,8 @@ var wantScenarios = map[string]want{
 	"early Body.Close (4 MiB)":       {"body_closed_early", "abort", []string{"aborted"}, false},
 	"request cancelled":              {"context_canceled", "abort", []string{"aborted"}, false},
 	// The server sends close_notify and FIN together: endwell does not answer a peer that has
-	// closed TCP as well (curl's rule), and may or may not have seen its close_notify first.
-	"server Connection: close": {"server_close", "graceful", []string{"clean", "peer_silent"}, false},
+	// closed TCP as well (curl's rule), but reads its close_notify before the FIN.
+	"server Connection: close": {"server_close", "graceful", []string{"clean"}, false},
 	"server closes idle conn":  {"peer_closed", "graceful", []string{"clean"}, false},
 	"Shutdown, silent peer":    {"shutdown", "graceful", []string{"peer_silent"}, true},
 	"Shutdown, stalled peer":   {"shutdown", "graceful", []string{"timed_out"}, false},
@@ -304,6 +308,16 @@ func TestTLSFailure(t *testing.T) {
 	r.wantCode(t, exitFailure)
 	if !strings.Contains(r.stderr, "TLS handshake") || !strings.Contains(r.stderr, "-insecure") {
 		t.Errorf("stderr: got %q, want a TLS handshake failure with a hint about -insecure", r.stderr)
+	}
+}
+
+func TestNotTLS(t *testing.T) {
+	srv := httptest.NewServer(http.NotFoundHandler())
+	defer srv.Close()
+	r := runCmd(t, strings.Replace(srv.URL, "http://", "https://", 1))
+	r.wantCode(t, exitFailure)
+	if !strings.Contains(r.stderr, "does not speak TLS") {
+		t.Errorf("stderr: got %q, want a hint that the server does not speak TLS", r.stderr)
 	}
 }
 

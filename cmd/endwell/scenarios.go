@@ -25,7 +25,7 @@ import (
 // net/http with -compare). Each cell gets its own server and its own transport, so that the
 // cells run in parallel and each server sees exactly the connection of its cell.
 
-// Client names, as the CLIENT column and the JSON "client" field spell them.
+// Client names, as the JSON "client" field spells them.
 const (
 	clientEndwell = "endwell"
 	clientNetHTTP = "net/http"
