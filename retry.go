@@ -27,9 +27,9 @@ import (
 //   - The error matches [ErrNotSent] (a failed dial, proxy CONNECT or TLS handshake, a
 //     refused connection, a stale keep-alive connection found dead before any byte of the
 //     request was written): the server never saw the request, so it is safe to send again
-//     whatever its method; next decides.
-//   - The error matches [context.Canceled] or [context.DeadlineExceeded] (an
-//     [http.Client.Timeout], a context of the caller's own): no retry.
+//     whatever its method; next decides. This holds for a dial that timed out, too.
+//   - The error matches [context.Canceled] or [context.DeadlineExceeded] (the
+//     http.Client's Timeout, a context of the caller's own): no retry.
 //   - Otherwise the server may have processed the request: a response arrived, or the
 //     connection failed after the request was written (for example [ErrServerClosedConn]).
 //     The request is sent again only when it is idempotent, and then next decides.
@@ -46,8 +46,8 @@ import (
 //
 // After a redirect, the request that failed is not the one retryablehttp sends again, and
 // the error says nothing of the redirect: a POST answered 303 whose follow-up GET fails with
-// ErrNotSent is retried, though the POST was processed. Where that matters, stop redirects
-// (CheckRedirect returning [http.ErrUseLastResponse]) or mark no such POST idempotent.
+// ErrNotSent is retried, though the POST was processed. Where that matters, do not let the
+// http.Client follow such redirects (a CheckRedirect that returns [http.ErrUseLastResponse]).
 //
 // The policy never matches error strings: it relies on endwell's typed errors, found with
 // [errors.Is] through the wrapping of [http.Client] and retryablehttp.
