@@ -118,6 +118,11 @@ func (pc *conn) closeCause() error {
 // decides; it reports whether it was this one. cause is what requests still using the
 // connection see (nil for a graceful end).
 func (pc *conn) end(ctx context.Context, mode shutdown.Mode, reason string, cause error) bool {
+	return pc.endBy(ctx, mode, reason, cause, time.Time{})
+}
+
+// endBy is end with the graceful teardown's deadline given; zero means the budget from now.
+func (pc *conn) endBy(ctx context.Context, mode shutdown.Mode, reason string, cause error, deadline time.Time) bool {
 	if cause != nil {
 		pc.closeErr.CompareAndSwap(nil, &cause)
 	}
@@ -128,6 +133,9 @@ func (pc *conn) end(ctx context.Context, mode shutdown.Mode, reason string, caus
 	if !pc.dead.CompareAndSwap(false, true) {
 		ticket.Cancel()
 		return false
+	}
+	if deadline.IsZero() {
+		deadline = time.Now().Add(t.cfg.budget) // the budget runs from the decision
 	}
 	if mode == shutdown.Graceful && t.state.Load() == stateClosed {
 		mode = shutdown.Abort // Close says no goodbyes, and never waits on a peer
@@ -141,7 +149,7 @@ func (pc *conn) end(ctx context.Context, mode shutdown.Mode, reason string, caus
 		Layers:   pc.layers(),
 		Mode:     mode,
 		Reason:   reason,
-		Deadline: time.Now().Add(t.cfg.budget), // the budget runs from the decision
+		Deadline: deadline,
 		Done:     pc.teardownDone,
 	}
 	if mode == shutdown.Abort {

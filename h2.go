@@ -342,7 +342,9 @@ func (h *h2Conn) roundTrip(req *http.Request) (*http.Response, error) {
 		h.noReuse.Store(true)
 		t.pool.Unshare(pc.entry.Load())
 	}
-	s := &h2Stream{h: h}
+	// The stream and its body come in one allocation.
+	body := &h2Body{stream: h2Stream{h: h}}
+	s := &body.stream
 	if d := t.cfg.responseHeaderTimeout; d > 0 {
 		ctx, cancel := context.WithCancelCause(req.Context())
 		s.cancel = cancel
@@ -366,7 +368,8 @@ func (h *h2Conn) roundTrip(req *http.Request) (*http.Response, error) {
 		resp.Body = http.NoBody
 		return resp, nil
 	}
-	resp.Body = &h2Body{rc: resp.Body, s: s}
+	body.rc, body.s = resp.Body, s
+	resp.Body = body
 	return resp, nil
 }
 
@@ -509,8 +512,9 @@ func (e *h2Error) Is(target error) bool {
 
 // h2Body is an HTTP/2 response body: it gives the stream's use back when it ends.
 type h2Body struct {
-	rc io.ReadCloser
-	s  *h2Stream
+	rc     io.ReadCloser
+	s      *h2Stream // &stream
+	stream h2Stream
 }
 
 func (b *h2Body) Read(p []byte) (int, error) {

@@ -257,7 +257,8 @@ func (w *h2Wire) Write(p []byte) (int, error) {
 	out := w.out.scan(p, true, &w.scratch)
 	n, err := w.Conn.Write(out)
 	if err != nil {
-		w.writeErr.CompareAndSwap(nil, &err)
+		e := err // a copy, so that err itself does not escape on every write
+		w.writeErr.CompareAndSwap(nil, &e)
 		return n, err
 	}
 	if w.sentGoAway {

@@ -133,6 +133,10 @@ func (t *Transport) retire(pc *conn, why pool.Reason) {
 			pc.end(context.Background(), shutdown.Abort, reasonClose, ErrClosed)
 			return
 		}
+		if d := t.idleDeadline.Load(); d != 0 {
+			pc.endBy(t.closeCtx(), shutdown.Graceful, reasonShutdown, nil, time.Unix(0, d))
+			return
+		}
 		reason = reasonShutdown
 	}
 	pc.end(t.closeCtx(), shutdown.Graceful, reason, nil)
