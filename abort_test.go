@@ -9,8 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
-	"os"
-	"runtime"
 	"strconv"
 	"sync"
 	"testing"
@@ -18,7 +16,6 @@ import (
 
 	"github.com/endwell/endwell"
 	"github.com/endwell/endwell/internal/witness"
-	"go.uber.org/goleak"
 )
 
 // Issue 4: aborts never send close_notify. Every test here drives an endwell Transport
@@ -44,7 +41,7 @@ type abortTest struct {
 // descriptor was left behind.
 func newAbortTest(t *testing.T, opts witness.Options, mod func(*endwell.Transport)) *abortTest {
 	t.Helper()
-	abortCheckLeaks(t) // first, so that its cleanup runs last
+	checkLeaks(t) // first, so that its cleanup runs last
 	s := witness.New(opts)
 	if err := s.Start(); err != nil {
 		t.Fatalf("witness Start: %v", err)
@@ -59,53 +56,6 @@ func newAbortTest(t *testing.T, opts witness.Options, mod func(*endwell.Transpor
 	}
 	t.Cleanup(func() { tr.Close() })
 	return &abortTest{t: t, s: s, tr: tr}
-}
-
-// abortCheckLeaks checks, once the test and its later cleanups are over, that no goroutine
-// started during the test is left and that no more file descriptors are open than before.
-func abortCheckLeaks(t *testing.T) {
-	t.Helper()
-	warmNetpoll()
-	ignore := goleak.IgnoreCurrent()
-	fds := abortCountFDs()
-	t.Cleanup(func() {
-		goleak.VerifyNone(t, ignore)
-		if fds < 0 {
-			return
-		}
-		deadline := time.Now().Add(2 * time.Second)
-		for {
-			n := abortCountFDs()
-			if n <= fds {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Errorf("open file descriptors: got %d, want at most %d (as before the test)", n, fds)
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
-}
-
-// warmNetpoll makes the runtime open the descriptors it keeps for the life of the
-// process (the network poller's), so that the first test does not count them as leaked.
-var warmNetpoll = sync.OnceFunc(func() {
-	if ln, err := net.Listen("tcp", "127.0.0.1:0"); err == nil {
-		ln.Close()
-	}
-})
-
-// abortCountFDs returns the number of open file descriptors, or -1 where it can't tell.
-func abortCountFDs() int {
-	if runtime.GOOS != "linux" {
-		return -1
-	}
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		return -1
-	}
-	return len(ents)
 }
 
 // get sends a GET for path under ctx (with trace, if not nil) straight to the transport.

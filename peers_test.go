@@ -232,8 +232,8 @@ func (p *peerProc) waitOutput(re *regexp.Regexp, d time.Duration) (string, bool)
 	}
 }
 
-// nginx is an nginx child process with its own prefix directory, serving TLS HTTP/1.1
-// on 127.0.0.1:port:
+// nginx is an nginx child process with its own prefix directory, serving TLS HTTP/1.1 (or,
+// with nginxOptions.HTTP2, HTTP/2 and HTTP/1.1 by ALPN) on 127.0.0.1:port:
 //
 //	/ok      200 "ok\n"
 //	/large   a static file of largeSize bytes
@@ -251,7 +251,7 @@ var nginxConf = template.Must(template.New("nginx.conf").Parse(`
 {{if .Root}}user root;{{end}}
 worker_processes 1;
 pid {{.Dir}}/nginx.pid;
-error_log {{.Dir}}/error.log info;
+error_log {{.Dir}}/error.log {{.LogLevel}};
 events { worker_connections 256; }
 http {
 	log_format endwell '$connection $connection_requests "$request" $status $bytes_sent';
@@ -263,7 +263,7 @@ http {
 	scgi_temp_path {{.Dir}}/tmp/scgi;
 	keepalive_timeout {{.KeepAlive}};
 	server {
-		listen {{.Addr}} ssl;
+		listen {{.Addr}} ssl{{if .HTTP2}} http2{{end}};
 		ssl_certificate {{.Cert}};
 		ssl_certificate_key {{.Key}};
 		root {{.Dir}}/www;
@@ -273,8 +273,27 @@ http {
 }
 `))
 
-// startNginx starts nginx with keepalive_timeout keepAlive (nginx syntax: "1s", "75s").
+// nginxOptions configures startNginxWith.
+type nginxOptions struct {
+	// KeepAlive is keepalive_timeout (nginx syntax: "1s", "75s"). Since nginx 1.19.7 it is
+	// HTTP/2's idle timeout too (http2_idle_timeout is obsolete).
+	KeepAlive string
+	// HTTP2 adds http2 to the listen directive (nginx 1.22's syntax): ALPN offers h2.
+	HTTP2 bool
+	// Debug sets the error log's level to debug (nginx must be built --with-debug, as
+	// Debian's is): nginx then logs every HTTP/2 frame it reads. Else the level is info.
+	Debug bool
+}
+
+// startNginx starts nginx, serving HTTP/1.1, with keepalive_timeout keepAlive (nginx syntax:
+// "1s", "75s").
 func startNginx(t testing.TB, keepAlive string) *nginxPeer {
+	t.Helper()
+	return startNginxWith(t, nginxOptions{KeepAlive: keepAlive})
+}
+
+// startNginxWith starts nginx configured by o.
+func startNginxWith(t testing.TB, o nginxOptions) *nginxPeer {
 	t.Helper()
 	bin := needPeer(t, "nginx", "nginx")
 	dir := t.TempDir()
@@ -289,9 +308,13 @@ func startNginx(t testing.TB, keepAlive string) *nginxPeer {
 	n := &nginxPeer{dir: dir, cert: writePeerCert(t, dir)}
 	n.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(peerFreePort(t)))
 	var conf bytes.Buffer
+	level := "info"
+	if o.Debug {
+		level = "debug"
+	}
 	err := nginxConf.Execute(&conf, map[string]any{
-		"Root": os.Geteuid() == 0, "Dir": dir, "Addr": n.addr, "KeepAlive": keepAlive,
-		"Cert": n.cert.certFile, "Key": n.cert.keyFile,
+		"Root": os.Geteuid() == 0, "Dir": dir, "Addr": n.addr, "KeepAlive": o.KeepAlive,
+		"Cert": n.cert.certFile, "Key": n.cert.keyFile, "HTTP2": o.HTTP2, "LogLevel": level,
 	})
 	if err != nil {
 		t.Fatal(err)
