@@ -24,6 +24,13 @@ import (
 
 const instrumentationName = "github.com/endwell/endwell"
 
+// The types of Transport's TracerProvider and MeterProvider fields: aliases, so that
+// transport.go need not import OpenTelemetry.
+type (
+	tracerProvider = trace.TracerProvider // go.opentelemetry.io/otel/trace.TracerProvider
+	meterProvider  = metric.MeterProvider // go.opentelemetry.io/otel/metric.MeterProvider
+)
+
 // Span and metric attribute keys of endwell's own.
 const (
 	attrCloseMode           = attribute.Key("endwell.close.mode")

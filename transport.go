@@ -27,9 +27,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"go.opentelemetry.io/otel/metric"
-	"go.opentelemetry.io/otel/trace"
-
 	"github.com/endwell/endwell/pool"
 	"github.com/endwell/endwell/shutdown"
 )
@@ -139,13 +136,14 @@ type Transport struct {
 	// connections made together do not expire together. Zero means no limit.
 	MaxConnLifetime time.Duration
 
-	// TracerProvider makes the spans of connection teardowns (endwell.conn.close). Nil
-	// means the global provider, otel.GetTracerProvider().
-	TracerProvider trace.TracerProvider
+	// TracerProvider, a go.opentelemetry.io/otel/trace.TracerProvider, makes the spans
+	// of connection teardowns (endwell.conn.close). Nil means the global provider,
+	// otel.GetTracerProvider().
+	TracerProvider tracerProvider
 
-	// MeterProvider makes the connection metrics. Nil means the global provider,
-	// otel.GetMeterProvider().
-	MeterProvider metric.MeterProvider
+	// MeterProvider, a go.opentelemetry.io/otel/metric.MeterProvider, makes the
+	// connection metrics. Nil means the global provider, otel.GetMeterProvider().
+	MeterProvider meterProvider
 
 	// onTeardown, if set, sees every teardown record (tests).
 	onTeardown func(*shutdown.Record)
