@@ -28,7 +28,9 @@ import (
 //     "client 127.0.0.1 closed keepalive connection" (its debug log says "peer shutdown SSL
 //     cleanly" for both). A reset adds "(104: Connection reset by peer)". A client that hangs
 //     up mid-response makes it log "SSL_write() failed (104: Connection reset by peer) while
-//     sending response to client" (or "(32: Broken pipe)"). So nginx proves that graceful ends
+//     sending response to client" (or "(32: Broken pipe)"), or, when its event loop sees
+//     the reset before a write fails, "client prematurely closed connection (104: Connection
+//     reset by peer) while sending response to client". So nginx proves that graceful ends
 //     are clean (no error, no reset) and that aborts cut the response; s_server proves the
 //     close_notify.
 
@@ -36,8 +38,9 @@ import (
 // and FIN, or a bare FIN; an errno in parentheses follows for a reset.
 var nginxCloseKeepAlive = regexp.MustCompile(`\*(\d+) client 127\.0\.0\.1 closed keepalive connection( \(\d+: [^)]*\))?\n`)
 
-// nginxWriteFailed is nginx's line for a client that hung up while it sent a response.
-var nginxWriteFailed = regexp.MustCompile(`\*(\d+) (SSL_write\(\)|writev\(\)|sendfile\(\)) failed \((104|32): [^)]*\) while sending response to client`)
+// nginxWriteFailed is nginx's line for a client that hung up, with a reset, while it sent
+// a response: a write failed, or its event loop saw the reset first (about one run in six).
+var nginxWriteFailed = regexp.MustCompile(`\*(\d+) ((SSL_write\(\)|writev\(\)|sendfile\(\)) failed|client prematurely closed connection) \((104|32): [^)]*\) while sending response to client`)
 
 // nginxProblem matches lines that no ending of ours may cause: SSL errors other than the
 // write failures of an abort, and anything above info level.
@@ -165,38 +168,13 @@ func TestInteropNginxIdleTimeout(t *testing.T) {
 	// (the socket left ESTABLISHED), it must be closed at once. The socket then vanishes
 	// (nginx closed first and holds the TIME_WAIT), after at most a moment in CLOSE_WAIT
 	// or LAST_ACK.
-	deadline := time.Now().Add(3 * time.Second)
-	var left time.Time
-	var seen []string
-	for {
-		socks := peerSocketsOf(conns)
-		state := "gone"
-		if len(socks) > 0 {
-			state = peerTCPStates[socks[0].state]
-		}
-		if len(seen) == 0 || seen[len(seen)-1] != state {
-			seen = append(seen, state)
-		}
-		if state != "ESTABLISHED" && left.IsZero() {
-			left = time.Now()
-		}
-		if state == "gone" || state == "TIME_WAIT" {
-			break
-		}
-		if !left.IsZero() && time.Since(left) > 100*time.Millisecond {
-			t.Fatalf("our socket stayed %s for over 100ms after nginx closed it (states: %v)", state, seen)
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nginx's keepalive_timeout (300ms) did not close the connection within 3s (states: %v)", seen)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-	t.Logf("our socket: %v, gone %v after it left ESTABLISHED", strings.Join(seen, " -> "), time.Since(left))
+	seen, gone := peerWatchPeerClose(t, conns, 3*time.Second, 100*time.Millisecond)
+	t.Logf("our socket: %v, gone %v after it left ESTABLISHED", strings.Join(seen, " -> "), gone)
 	// nginx closes with close_notify then FIN. The recorded outcome varies from run to
 	// run, "clean" or "failed" (seen with the idle code of the day; see the report of
 	// issue 9): the socket is closed at once all the same (checked above), so any
 	// outcome but a forced one passes.
-	deadline = time.Now().Add(time.Second)
+	deadline := time.Now().Add(time.Second)
 	for {
 		var outcomes []string
 		for k := range tr.Stats().Closes {

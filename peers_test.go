@@ -357,11 +357,37 @@ func (n *nginxPeer) errorLog() string { return n.readLog("error.log") }
 // accessLog returns nginx's access log: "$connection $connection_requests "$request" $status $bytes_sent".
 func (n *nginxPeer) accessLog() string { return n.readLog("access.log") }
 
+// errorLogSize returns the error log's size now: a mark for waitErrorLogFrom.
+func (n *nginxPeer) errorLogSize() int64 {
+	st, err := os.Stat(filepath.Join(n.dir, "error.log"))
+	if err != nil {
+		return 0
+	}
+	return st.Size()
+}
+
+// errorLogFrom returns the error log from offset on.
+func (n *nginxPeer) errorLogFrom(offset int64) string {
+	f, err := os.Open(filepath.Join(n.dir, "error.log"))
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	b, _ := io.ReadAll(io.NewSectionReader(f, offset, 1<<62))
+	return string(b)
+}
+
 // waitErrorLog waits up to d for the error log to match re and returns the log.
 func (n *nginxPeer) waitErrorLog(re *regexp.Regexp, d time.Duration) (string, bool) {
+	return n.waitErrorLogFrom(re, d, 0)
+}
+
+// waitErrorLogFrom waits up to d for the error log from offset on to match re, and returns
+// that part of the log. A debug log grows by megabytes: this reads only what is new.
+func (n *nginxPeer) waitErrorLogFrom(re *regexp.Regexp, d time.Duration, offset int64) (string, bool) {
 	deadline := time.Now().Add(d)
 	for {
-		l := n.errorLog()
+		l := n.errorLogFrom(offset)
 		if re.MatchString(l) || time.Now().After(deadline) {
 			return l, re.MatchString(l)
 		}
@@ -551,6 +577,41 @@ func peerWaitNoLingering(t testing.TB, locals []string, established bool, d time
 			return
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// peerWatchPeerClose watches the sockets of conns (one connection, as peerConnKey names it)
+// until they are gone or in TIME_WAIT, for up to d, waiting for the peer to close the
+// connection: once the peer's FIN has arrived (the socket left ESTABLISHED), ours must be
+// closed at once, so the socket may sit at most grace in CLOSE_WAIT or LAST_ACK. It fails
+// the test otherwise, and returns the states seen and how long the socket took to go once
+// it left ESTABLISHED.
+func peerWatchPeerClose(t testing.TB, conns []string, d, grace time.Duration) (seen []string, gone time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	var left time.Time
+	for {
+		socks := peerSocketsOf(conns)
+		state := "gone"
+		if len(socks) > 0 {
+			state = peerTCPStates[socks[0].state]
+		}
+		if len(seen) == 0 || seen[len(seen)-1] != state {
+			seen = append(seen, state)
+		}
+		if state != "ESTABLISHED" && left.IsZero() {
+			left = time.Now()
+		}
+		if state == "gone" || state == "TIME_WAIT" {
+			return seen, time.Since(left)
+		}
+		if !left.IsZero() && time.Since(left) > grace {
+			t.Fatalf("our socket stayed %s for over %v after the peer closed it (states: %v)", state, grace, seen)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the peer did not close the connection within %v (states: %v)", d, seen)
+		}
+		time.Sleep(2 * time.Millisecond)
 	}
 }
 

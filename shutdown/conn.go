@@ -49,6 +49,9 @@ func (c *Conn) noteReadError(err error) {
 // PeerFIN reports whether a read has consumed the peer's FIN: nothing is left to read.
 func (c *Conn) PeerFIN() bool { return c.fin.Load() }
 
+// finSeen reports whether the peer's FIN was read or seen waiting in the receive queue.
+func (c *Conn) finSeen() bool { return c.fin.Load() || c.finPending.Load() }
+
 // PeerReset reports whether a read has seen the peer's reset.
 func (c *Conn) PeerReset() bool { return c.reset.Load() }
 

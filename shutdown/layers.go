@@ -83,8 +83,10 @@ func (l *TCP) Graceful(ctx context.Context, p *Progress) (err error) {
 		if ctx.Err() != nil {
 			return context.Cause(ctx)
 		}
-		if p.Noted(CloseNotifyReceived) && isReset(err) {
-			return nil // the peer said goodbye, then slammed the door: not our failure
+		if isReset(err) && (p.Noted(CloseNotifyReceived) || l.Conn.finSeen()) {
+			// The peer had said goodbye, or closed TCP, and our last words drew its
+			// reset: nobody is left to hear a FIN; not our failure.
+			return nil
 		}
 		return err
 	}
@@ -122,7 +124,7 @@ func (l *TCP) Graceful(ctx context.Context, p *Progress) (err error) {
 			p.Note(FINReceived)
 			return nil
 		}
-		if p.Noted(CloseNotifyReceived) && isReset(rerr) {
+		if isReset(rerr) && (p.Noted(CloseNotifyReceived) || l.Conn.finSeen()) {
 			// The peer said goodbye and reset rather than waiting for ours (a server
 			// that closes with our close_notify unread): both goodbyes were said.
 			return nil
