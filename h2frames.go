@@ -247,25 +247,45 @@ func (w *h2Wire) stopReads(ctx context.Context) error {
 
 // Write writes x/net's frames, with the Last-Stream-ID of GOAWAY frames set to 0. Once the
 // teardown owns the connection it writes nothing.
+//
+// Write is in the deepest call chain of x/net's stream goroutines (writeRequest, the bufio
+// flush, then tls.Conn.Write down to AES-GCM), whose stack depth is within a few dozen
+// bytes of a 4 KiB stack's limit: a bigger frame here made every stream copy its stack to
+// 8 KiB (runtime.newstack at gcmAesEnc, some 15% of the client's CPU). So its frame holds
+// no more than w across the write: the locking and scanning before it, and the unlocking
+// and bookkeeping after it, run out of line, and there is no defer (nothing below recovers
+// from a panic in tls.Conn.Write, which ends the program anyway).
 func (w *h2Wire) Write(p []byte) (int, error) {
 	if w.writesOff.Load() {
 		return 0, errWireClosed
 	}
+	n, err := w.Conn.Write(w.startWrite(p))
+	return w.endWrite(n, err)
+}
+
+// startWrite takes wmu and runs the out scanner over p. It returns what to write.
+//
+//go:noinline
+func (w *h2Wire) startWrite(p []byte) []byte {
 	w.wmu.Lock()
-	defer w.wmu.Unlock()
 	w.sentGoAway = false
-	out := w.out.scan(p, true, &w.scratch)
-	n, err := w.Conn.Write(out)
+	return w.out.scan(p, true, &w.scratch)
+}
+
+// endWrite records the end of the write begun by startWrite, releases wmu and returns
+// n and err.
+//
+//go:noinline
+func (w *h2Wire) endWrite(n int, err error) (int, error) {
 	if err != nil {
 		e := err // a copy, so that err itself does not escape on every write
 		w.writeErr.CompareAndSwap(nil, &e)
-		return n, err
-	}
-	if w.sentGoAway {
+	} else if w.sentGoAway {
 		w.goAwayCode.Store(w.sentCode)
 		w.goAwaySent.Store(true)
 	}
-	return n, nil
+	w.wmu.Unlock()
+	return n, err
 }
 
 // writeGoAway sends GOAWAY(last-stream-id 0, code) on the connection's behalf, if x/net is
