@@ -16,12 +16,12 @@ import (
 	"github.com/endwell/endwell/shutdown"
 )
 
-// dialForPool is the pool's Dial: it makes a connection for the target carried by ctx,
+// dialForPool is the pool's Dial: it makes a connection for key's target (see dialTarget),
 // through its proxy if any, with TLS for https. ctx is the request's, without its
 // cancellation: a dial outlives a cancelled request and serves the next one.
 func (t *Transport) dialForPool(ctx context.Context, key string) (*conn, int, error) {
-	tg, _ := ctx.Value(targetKey{}).(*target)
-	if tg == nil || tg.key != key {
+	tg := t.dialTarget(ctx, key)
+	if tg == nil {
 		return nil, 0, fmt.Errorf("endwell: no dial target for %q", key)
 	}
 	pc, err := t.dial(ctx, tg)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
@@ -159,6 +160,7 @@ type target struct {
 	addr   string   // the server's host:port
 	host   string   // the server's host, for TLS's ServerName
 	proxy  *url.URL // nil for a direct connection
+	cached bool     // in t.targets: the pool's dial finds it by key
 }
 
 func (t *Transport) targetFor(req *http.Request) (*target, error) {
@@ -178,19 +180,46 @@ func (t *Transport) targetFor(req *http.Request) (*target, error) {
 	if err != nil {
 		return nil, err
 	}
+	tg.cached = true
 	tc.mu.Lock()
 	if tc.m == nil || len(tc.m) >= maxCachedTargets {
 		tc.m = make(map[targetCacheKey]*target)
+		tc.byKey = make(map[string]*target)
 	}
 	tc.m[k] = tg
+	tc.byKey[tg.key] = tg
 	tc.mu.Unlock()
 	return tg, nil
 }
 
-// targetCache remembers the targets of direct connections by URL scheme and host.
+// targetCache remembers the targets of direct connections by URL scheme and host, and by
+// pool key for the pool's dial.
 type targetCache struct {
-	mu sync.RWMutex // guards m
-	m  map[targetCacheKey]*target
+	mu    sync.RWMutex // guards m and byKey
+	m     map[targetCacheKey]*target
+	byKey map[string]*target
+}
+
+// dialTarget finds the target of a pool key for a dial: the one the request carried in ctx
+// (targets not cached: through a proxy), else the cached one, else, for a direct target
+// dropped from the cache meanwhile, the one its key spells: "scheme://host:port".
+func (t *Transport) dialTarget(ctx context.Context, key string) *target {
+	if tg, _ := ctx.Value(targetKey{}).(*target); tg != nil && tg.key == key {
+		return tg
+	}
+	tc := &t.targets
+	tc.mu.RLock()
+	tg := tc.byKey[key]
+	tc.mu.RUnlock()
+	if tg != nil {
+		return tg
+	}
+	scheme, addr, ok := strings.Cut(key, "://")
+	host, _, err := net.SplitHostPort(addr)
+	if !ok || err != nil || (scheme != "http" && scheme != "https") {
+		return nil
+	}
+	return &target{key: key, scheme: scheme, addr: addr, host: host}
 }
 
 type targetCacheKey struct{ scheme, host string }
@@ -249,7 +278,10 @@ func (t *Transport) getConn(ctx context.Context, tg *target, trace *httptrace.Cl
 	if trace != nil && trace.GetConn != nil {
 		trace.GetConn(tg.addr)
 	}
-	dctx := context.WithValue(ctx, targetKey{}, tg)
+	dctx := ctx // a cached target is found by its key: no allocation per request
+	if !tg.cached {
+		dctx = context.WithValue(ctx, targetKey{}, tg)
+	}
 	for {
 		e, info, err := t.pool.Get(dctx, tg.key)
 		if err != nil {
