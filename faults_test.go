@@ -464,7 +464,7 @@ func TestFaultMatrix(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			peerNoLeaks(t)
+			checkLeaks(t)
 			f := &faultRun{t: t, la: &peerConns{}}
 			var clientTLS *tls.Config
 			if tt.raw != nil {

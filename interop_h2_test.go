@@ -118,7 +118,7 @@ func h2WaitCloses(tr *endwell.Transport, d time.Duration) map[endwell.CloseKey]u
 func TestInteropH2NginxMultiplexThenGraceful(t *testing.T) {
 	for _, end := range []string{"CloseIdleConnections", "Shutdown"} {
 		t.Run(end, func(t *testing.T) {
-			peerNoLeaks(t)
+			checkLeaks(t)
 			n := startNginxWith(t, nginxOptions{KeepAlive: "75s", HTTP2: true, Debug: true})
 			tr, la := newNginxTransport(t, &tls.Config{RootCAs: n.cert.pool}, nil)
 
@@ -245,7 +245,7 @@ func TestInteropH2NginxMultiplexThenGraceful(t *testing.T) {
 // close at once (goaway_received, or peer_closed if its EOF is seen first), our socket
 // never sits in CLOSE_WAIT, and the next request dials afresh.
 func TestInteropH2NginxIdleTimeout(t *testing.T) {
-	peerNoLeaks(t)
+	checkLeaks(t)
 	n := startNginxWith(t, nginxOptions{KeepAlive: "300ms", HTTP2: true, Debug: true})
 	tr, la := newNginxTransport(t, &tls.Config{RootCAs: n.cert.pool}, nil)
 	h2ReadAll(t, h2Get(t, tr, n.url("/ok")))
@@ -295,7 +295,7 @@ func TestInteropH2NginxIdleTimeout(t *testing.T) {
 // nginx logs as a cancelled stream) and only it: the connection lives on and serves the
 // next request (nginx's access log shows both on one $connection), and nothing closes.
 func TestInteropH2NginxAbort(t *testing.T) {
-	peerNoLeaks(t)
+	checkLeaks(t)
 	n := startNginxWith(t, nginxOptions{KeepAlive: "75s", HTTP2: true})
 	tr, la := newNginxTransport(t, &tls.Config{RootCAs: n.cert.pool}, nil)
 	resp := h2Get(t, tr, n.url("/large"))

@@ -95,7 +95,7 @@ func interopWaitClose(t *testing.T, tr *endwell.Transport, key endwell.CloseKey,
 func TestInteropNginxKeepAliveThenGraceful(t *testing.T) {
 	for _, end := range []string{"CloseIdleConnections", "Shutdown"} {
 		t.Run(end, func(t *testing.T) {
-			peerNoLeaks(t)
+			checkLeaks(t)
 			n := startNginx(t, "75s")
 			tr, la := newNginxTransport(t, &tls.Config{RootCAs: n.cert.pool}, nil)
 			for range 2 {
@@ -156,7 +156,7 @@ func TestInteropNginxKeepAliveThenGraceful(t *testing.T) {
 // TestInteropNginxIdleTimeout: nginx's keepalive_timeout closes our idle connection; we
 // notice at once (peer_closed) and our socket never sits in CLOSE_WAIT.
 func TestInteropNginxIdleTimeout(t *testing.T) {
-	peerNoLeaks(t)
+	checkLeaks(t)
 	n := startNginx(t, "300ms")
 	tr, la := newNginxTransport(t, &tls.Config{RootCAs: n.cert.pool}, nil)
 	interopGet(t, tr, n.url("/ok"))
@@ -205,7 +205,7 @@ func TestInteropNginxIdleTimeout(t *testing.T) {
 // failed write of a client that hung up, its access log shows a truncated transfer, and we
 // record an abort.
 func TestInteropNginxAbort(t *testing.T) {
-	peerNoLeaks(t)
+	checkLeaks(t)
 	n := startNginx(t, "75s")
 	tr, la := newNginxTransport(t, &tls.Config{RootCAs: n.cert.pool}, nil)
 	req, _ := http.NewRequest(http.MethodGet, n.url("/large"), nil)
@@ -324,7 +324,7 @@ func TestInteropOpenSSL(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			peerNoLeaks(t)
+			checkLeaks(t)
 			s := startSServer(t)
 			la := &peerConns{}
 			tr := &endwell.Transport{

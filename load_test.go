@@ -96,7 +96,7 @@ func TestLoadShutdown10k(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("load test: 127.0.0.x loopback hosts are Linux's")
 	}
-	baseFDs := peerOpenFDs()
+	baseFDs := countFDs()
 	// The server process.
 	cmd := exec.Command(os.Args[0], "-test.run=^TestLoadPeerProcess$", "-test.count=1")
 	cmd.Env = append(os.Environ(), loadPeerEnv+"=1")
@@ -185,7 +185,7 @@ func TestLoadShutdown10k(t *testing.T) {
 	}
 	setup := time.Since(start)
 	st := tr.Stats()
-	fds := peerOpenFDs()
+	fds := countFDs()
 	if st.Idle != loadConns {
 		t.Errorf("idle connections: got %d, want %d", st.Idle, loadConns)
 	}
@@ -219,7 +219,7 @@ func TestLoadShutdown10k(t *testing.T) {
 		t.Errorf("graceful shutdown closes: got %d, want %d (%v)", graceful, loadConns, closes)
 	}
 	// Every fd back, at once: Shutdown returned after every socket was closed.
-	after := peerOpenFDs()
+	after := countFDs()
 	if after > baseFDs+5 { // the server's pipes and the test runtime's own
 		t.Errorf("open fds after Shutdown: got %d, want about %d as before", after, baseFDs)
 	}

@@ -19,7 +19,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,8 +26,6 @@ import (
 	"testing"
 	"text/template"
 	"time"
-
-	"go.uber.org/goleak"
 )
 
 // Helpers of the proof suite (issue 9): real peers we did not write (nginx, openssl
@@ -413,46 +410,6 @@ func (n *nginxPeer) waitAccessLines(t testing.TB, want int) []string {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-// peerOpenFDs returns the number of open file descriptors of this process, or -1 where it
-// can't tell.
-func peerOpenFDs() int {
-	if runtime.GOOS != "linux" {
-		return -1
-	}
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		return -1
-	}
-	return len(ents)
-}
-
-// peerNoLeaks checks, once the test and the cleanups registered after this call are over,
-// that no goroutine started during the test is left and that no more file descriptors are
-// open than before. Call it first in a test, so that its check runs last.
-func peerNoLeaks(t *testing.T) {
-	t.Helper()
-	ignore := goleak.IgnoreCurrent()
-	fds := peerOpenFDs()
-	t.Cleanup(func() {
-		goleak.VerifyNone(t, ignore)
-		if fds < 0 {
-			return
-		}
-		deadline := time.Now().Add(2 * time.Second)
-		for {
-			n := peerOpenFDs()
-			if n <= fds {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Errorf("open file descriptors: got %d, want at most %d (as before the test)", n, fds)
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	})
 }
 
 // TCP states in /proc/net/tcp, as the kernel numbers them.
