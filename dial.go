@@ -240,6 +240,7 @@ type ProxyConnectError struct {
 	Status     string
 }
 
+// Error says which status the proxy answered.
 func (e *ProxyConnectError) Error() string { return "proxy refused CONNECT: " + e.Status }
 
 func proxyAddr(u *url.URL) string {

@@ -107,6 +107,7 @@ type RequestError struct {
 	Reason string
 }
 
+// Error says what is wrong with the request.
 func (e *RequestError) Error() string { return "endwell: " + e.Reason }
 
 // Is reports whether target is ErrNotSent: the request was not sent.

@@ -274,7 +274,10 @@ type DialError struct {
 	Err  error
 }
 
+// Error says which step failed, for which address, and why.
 func (e *DialError) Error() string { return "endwell: " + e.Op + " " + e.Addr + ": " + e.Err.Error() }
+
+// Unwrap returns the underlying error.
 func (e *DialError) Unwrap() error { return e.Err }
 
 // Is reports whether target is ErrNotSent.
@@ -293,7 +296,10 @@ type ProtocolError struct {
 	Err error
 }
 
+// Error describes the malformation.
 func (e *ProtocolError) Error() string { return "endwell: malformed response: " + e.Err.Error() }
+
+// Unwrap returns the parser's error.
 func (e *ProtocolError) Unwrap() error { return e.Err }
 
 // CloseIdleConnections closes every idle connection gracefully, in the background, and
