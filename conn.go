@@ -27,8 +27,11 @@ type conn struct {
 	raw    *shutdown.Conn // the TCP socket, watched
 	tlsc   *tls.Conn      // the TLS session HTTP runs over, or nil
 	tunnel *tls.Conn      // the TLS session to an https proxy under tlsc, or nil
-	nc     net.Conn       // what HTTP reads and writes: tlsc or raw
-	h2     *h2Conn        // the HTTP/2 connection over nc, or nil for HTTP/1.1; set by the dial
+	// tunnelWatch is tunnel as the inner TLS session reads it, watched: its EOF tells
+	// the server's close_notify from the end of the tunnel. Nil without a tunnel.
+	tunnelWatch *shutdown.Conn
+	nc          net.Conn // what HTTP reads and writes: tlsc or raw
+	h2          *h2Conn  // the HTTP/2 connection over nc, or nil for HTTP/1.1; set by the dial
 
 	activeUses int // requests using the connection: 1 for HTTP/1.1, streams for HTTP/2; guarded by t.mu
 	br         *bufio.Reader
@@ -171,8 +174,8 @@ func (pc *conn) layers() []shutdown.Layer {
 	var tlsTop *shutdown.TLS
 	if pc.tlsc != nil {
 		raw := pc.raw
-		if pc.tunnel != nil {
-			raw = shutdown.Watch(pc.tunnel)
+		if pc.tunnelWatch != nil {
+			raw = pc.tunnelWatch
 		}
 		tlsTop = &shutdown.TLS{Conn: pc.tlsc, Raw: raw}
 	}

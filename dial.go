@@ -65,10 +65,12 @@ func (t *Transport) dial(ctx context.Context, tg *target) (*conn, error) {
 			return nil, &DialError{Op: "proxy", Addr: dialAddr, Err: err}
 		}
 	}
+	var tunnelWatch *shutdown.Conn // what the inner TLS reads: the tunnel, watched
 	if tg.scheme == "https" {
 		inner := top
 		if tunnel != nil {
-			inner = shutdown.Watch(tunnel)
+			tunnelWatch = shutdown.Watch(tunnel)
+			inner = tunnelWatch
 		}
 		tc, err := t.handshake(ctx, inner, tg.host, t.alpn(), trace)
 		if err != nil {
@@ -78,7 +80,7 @@ func (t *Transport) dial(ctx context.Context, tg *target) (*conn, error) {
 		top = tc
 	}
 	pc := newConn(t, tg.key, raw, top)
-	pc.tunnel = tunnel
+	pc.tunnel, pc.tunnelWatch = tunnel, tunnelWatch
 	pc.serverAddr = tg.addr
 	pc.proxied = tg.proxy != nil && tg.scheme == "http"
 	version := "1.1"

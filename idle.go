@@ -169,7 +169,7 @@ func (l *idleLayer) Graceful(ctx context.Context, p *shutdown.Progress) error {
 	pc := l.pc
 	pc.stopWatch()
 	pc.kickWatcher() // the connection is dead: the watcher exits
-	if l.tls != nil && pc.peerClosed.Load() && pc.watchErr == io.EOF && !pc.raw.PeerFIN() && !pc.raw.PeerReset() {
+	if l.tls != nil && pc.peerClosed.Load() && pc.watchErr == io.EOF && !l.tls.Raw.PeerFIN() && !l.tls.Raw.PeerReset() {
 		// TLS said EOF while TCP did not: the server's close_notify.
 		l.tls.PeerClosed = true
 	}

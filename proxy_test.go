@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"sync"
 	"testing"
 
@@ -35,11 +36,21 @@ type proxySeen struct {
 }
 
 func startProxy(t *testing.T, refuse int) *testProxy {
+	return startProxyTLS(t, refuse, false)
+}
+
+// startProxyTLS starts the proxy, speaking TLS to its clients if withTLS (an https://
+// proxy, whose certificate is p.srv.Certificate()).
+func startProxyTLS(t *testing.T, refuse int, withTLS bool) *testProxy {
 	t.Helper()
 	p := &testProxy{fwd: &http.Transport{}, refuse: refuse}
 	p.srv = httptest.NewUnstartedServer(http.HandlerFunc(p.serve))
 	p.srv.Config.ErrorLog = log.New(io.Discard, "", 0)
-	p.srv.Start()
+	if withTLS {
+		p.srv.StartTLS()
+	} else {
+		p.srv.Start()
+	}
 	t.Cleanup(func() {
 		p.srv.Close()
 		p.fwd.CloseIdleConnections()
@@ -198,6 +209,64 @@ func TestProxyConnect(t *testing.T) {
 	// The tunnel ends as well as a direct connection: close_notify, then FIN.
 	tr.CloseIdleConnections()
 	wantWitnessEnds(t, s, 1, gracefulEnding(true))
+}
+
+// An https:// proxy: TLS to the proxy, and the server's TLS inside the tunnel. The teardown
+// stack has both sessions: a graceful end says goodbye in each, the server sees its
+// close_notify then FIN; an abort says none.
+func TestProxyConnectOverTLS(t *testing.T) {
+	tests := []struct {
+		name  string
+		abort bool
+	}{
+		{"graceful", false},
+		{"abort", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			checkLeaks(t)
+			s := startWitness(t, witness.Options{TLS: true, Handler: func(c *witness.Conn, r *http.Request) witness.Action {
+				c.Respond(http.StatusOK, nil, strings.Repeat("x", 1<<20))
+				return witness.KeepAlive
+			}})
+			p := startProxyTLS(t, 0, true)
+			cfg := s.ClientTLSConfig()
+			cfg.RootCAs.AddCert(p.srv.Certificate()) // the pool is the witness's copy
+			tr := newTransport(t, &endwell.Transport{
+				Proxy:           http.ProxyURL(p.url(nil)),
+				TLSClientConfig: cfg,
+				MaxDrainBytes:   -1, // an early close aborts at once
+			})
+			req := newRequest(t, nil, "GET", s.URL()+"/", nil)
+			resp, err := tr.RoundTrip(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.TLS == nil || len(resp.TLS.PeerCertificates) == 0 || resp.TLS.PeerCertificates[0].Equal(p.srv.Certificate()) {
+				t.Errorf("resp.TLS: got %+v, want the server's session through the tunnel, not the proxy's", resp.TLS)
+			}
+			if tt.abort {
+				resp.Body.Close()
+				reps, err := s.WaitConns(boundedCtx(t), 1)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r := reps[0]; r.CloseNotifyReceived || r.ClientEnd == witness.EndOpen {
+					t.Errorf("server saw %q, want FIN or RST without close_notify", r.ClientEnding())
+				}
+				return
+			}
+			if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if got := p.seen(); len(got) != 1 || got[0].method != http.MethodConnect {
+				t.Errorf("proxy saw %+v, want one CONNECT", got)
+			}
+			tr.CloseIdleConnections()
+			wantWitnessEnds(t, s, 1, gracefulEnding(true))
+		})
+	}
 }
 
 func TestProxyConnectRefused(t *testing.T) {
