@@ -185,6 +185,11 @@ func (c *conn) serveRequest(br *bufio.Reader) bool {
 	n := c.rep.Requests
 	c.rep.RequestLines = append(c.rep.RequestLines, req.Method+" "+req.RequestURI)
 	c.mu.Unlock()
+	if o.NoRead && n >= o.NoReadAfter && req.Body == http.NoBody {
+		// Stop before answering: once the client has the response it may send anything
+		// (its close_notify, say), and that must find the reader already stopped.
+		c.stopReading()
+	}
 
 	hc := &Conn{c: c, req: req, n: n}
 	if expects100(req) && req.Body != http.NoBody {
