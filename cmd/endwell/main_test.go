@@ -195,8 +195,10 @@ func TestScenariosJSON(t *testing.T) {
 			t.Errorf("%s: got close_notify_sent %v, want false", name, o["close_notify_sent"])
 		}
 		if name == "Shutdown, stalled peer" {
-			// Forced at the 300ms budget: not before it, and not much after.
-			if d := o["duration_ms"].(float64); d < 290 || d > 1500 {
+			// Forced at the 300ms budget: not much before it (the budget counts from
+			// the decision to close, the record from when its goroutine ran), and not
+			// much after.
+			if d := o["duration_ms"].(float64); d < 250 || d > 1500 {
 				t.Errorf("%s: got duration %vms, want about 300ms", name, d)
 			}
 		}

@@ -311,6 +311,13 @@ func (c *conn) readLoop() {
 			return
 		}
 		n, err := src.Read(buf)
+		if c.stopped() {
+			// Stopped while this read was under way: what it returned arrived after the
+			// server stopped reading, so the server never looks at it (a deadline in the
+			// past does not always cut a read already in progress short).
+			c.park()
+			return
+		}
 		if n > 0 && !c.in.push(buf[:n], c.stop, c.ctx.Done()) {
 			c.park()
 			return
