@@ -5,8 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
-
-	"github.com/endwell/endwell/shutdown"
 )
 
 // How a transfer ended decides how its connection ends. This file is the one place that
@@ -36,8 +34,6 @@ const (
 	reasonProtocolError      = "protocol_error"
 	reasonKeepAlivesDisabled = "keepalives_disabled"
 )
-
-const shutdownGraceful = shutdown.Graceful
 
 // completeReason says how a connection whose transfer completed ends: reuse (empty reason)
 // or a graceful close with the reason returned.

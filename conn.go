@@ -60,9 +60,8 @@ type conn struct {
 	// connection (the request, the pool's taker, the teardown).
 	watchKick  chan struct{}
 	watchRes   chan error
-	watching   bool  // a watch period is under way
-	watchErr   error // what the last period's read returned
-	idleSince  time.Time
+	watching   bool        // a watch period is under way
+	watchErr   error       // what the last period's read returned
 	peerClosed atomic.Bool // the server closed the connection while it was idle
 
 	tel   *connTelemetry

@@ -23,7 +23,6 @@ var aLongTimeAgo = time.Unix(1, 0)
 
 // putIdle hands pc back to the pool after a complete exchange, with its watcher started.
 func (t *Transport) putIdle(pc *conn) {
-	pc.idleSince = time.Now()
 	pc.setState(stateIdle)
 	pc.startWatch()
 	t.pool.Put(pc.entry.Load())
