@@ -2,6 +2,7 @@ package endwell_test
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"log"
 	"net/http"
@@ -53,32 +54,12 @@ func BenchmarkHTTP2(b *testing.B) {
 				io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
 			}
-			b.SetParallelism(16)
-			b.ReportAllocs()
-			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
-				buf := make([]byte, 512)
-				for pb.Next() {
-					resp, err := rt.RoundTrip(req)
-					if err != nil {
-						b.Error(err)
-						return
-					}
-					if resp.ProtoMajor != 2 {
-						b.Errorf("got %s, want HTTP/2.0", resp.Proto)
-					}
-					for {
-						if _, err := resp.Body.Read(buf); err == io.EOF {
-							break
-						} else if err != nil {
-							b.Error(err)
-							break
-						}
-					}
-					resp.Body.Close()
+			benchRoundTrips(b, rt, srv.URL, func(resp *http.Response) error {
+				if resp.ProtoMajor != 2 {
+					return fmt.Errorf("got %s, want HTTP/2.0", resp.Proto)
 				}
+				return nil
 			})
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "req/s")
 		})
 	}
 }

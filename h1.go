@@ -139,12 +139,10 @@ func (ex *exchange) writeHeaders() error {
 		}
 	}
 	hasBody := req.Body != nil && req.Body != http.NoBody
-	chunked := false
 	switch {
 	case hasBody && req.ContentLength > 0:
 		field("Content-Length", strconv.FormatInt(req.ContentLength, 10))
 	case hasBody:
-		chunked = true
 		field("Transfer-Encoding", "chunked")
 		if len(req.Trailer) > 0 {
 			keys := make([]string, 0, len(req.Trailer))
@@ -156,19 +154,13 @@ func (ex *exchange) writeHeaders() error {
 	case method == http.MethodPost || method == http.MethodPut || method == http.MethodPatch:
 		field("Content-Length", "0")
 	}
-	_ = chunked
 	for k, vs := range req.Header {
 		switch k {
 		case "Host", "User-Agent", "Content-Length", "Transfer-Encoding", "Trailer":
 			continue
 		}
-		if !httpguts.ValidHeaderFieldName(k) {
-			return &invalidHeaderError{"field name", k}
-		}
+		// RoundTrip's checkRequest has validated every field before any I/O.
 		for _, v := range vs {
-			if !httpguts.ValidHeaderFieldValue(v) {
-				return &invalidHeaderError{"value for field", k}
-			}
 			v = strings.TrimSpace(v)
 			w.WriteString(k)
 			w.WriteString(": ")
@@ -187,12 +179,6 @@ func (ex *exchange) writeHeaders() error {
 }
 
 const defaultUserAgent = "endwell/1"
-
-type invalidHeaderError struct{ what, name string }
-
-func (e *invalidHeaderError) Error() string {
-	return fmt.Sprintf("endwell: invalid header %s %q", e.what, e.name)
-}
 
 // writeBody runs in the body writer's goroutine.
 func (ex *exchange) writeBody() {
