@@ -208,8 +208,14 @@ func (t *Transport) connect(ctx context.Context, c net.Conn, tg *target) error {
 		Host:   tg.addr,
 		Header: hdr,
 	}
-	// The exchange is bounded by ctx and by the dial's own limits: a proxy that never
-	// answers is cut off when ctx ends.
+	// The exchange is bounded: by ctx's deadline, else by a minute, as net/http bounds its
+	// CONNECT (a dial's ctx has no cancellation of its own, so a proxy that never answers
+	// would otherwise hold the socket and this goroutine for ever).
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, connectTimeout)
+		defer cancel()
+	}
 	if d, ok := ctx.Deadline(); ok {
 		c.SetDeadline(d)
 		defer c.SetDeadline(time.Time{})
@@ -235,6 +241,9 @@ func (t *Transport) connect(ctx context.Context, c net.Conn, tg *target) error {
 	}
 	return nil
 }
+
+// connectTimeout bounds a CONNECT exchange whose context has no deadline.
+const connectTimeout = time.Minute
 
 // ProxyConnectError reports a proxy that refused a CONNECT tunnel.
 type ProxyConnectError struct {
