@@ -31,6 +31,8 @@ type h2Client interface {
 	RoundTrip(req *http.Request) (*http.Response, error)
 	// MaxStreams returns the server's MAX_CONCURRENT_STREAMS, or 0 before its SETTINGS.
 	MaxStreams() int
+	// Busy reports whether streams are open or waiting to open.
+	Busy() bool
 	// Shutdown sends GOAWAY and waits for the open streams to end, or ctx; it then tells
 	// the net.Conn under it to close (which, for ours, closes nothing).
 	Shutdown(ctx context.Context) error
@@ -42,6 +44,11 @@ type h2Client interface {
 type xnetClient struct{ *http2.ClientConn }
 
 func (c xnetClient) MaxStreams() int { return int(c.State().MaxConcurrentStreams) }
+
+func (c xnetClient) Busy() bool {
+	st := c.State()
+	return st.StreamsActive+st.StreamsPending > 0
+}
 
 // defaultMaxStreams is the capacity of a connection whose server has not said its
 // MAX_CONCURRENT_STREAMS: x/net's provisional limit, RFC 9113's recommended minimum.
@@ -559,6 +566,9 @@ func (l *h2Layer) Graceful(ctx context.Context, p *shutdown.Progress) error {
 		w.writesOff.Store(true)
 		h.cc.Close()
 		return nil
+	}
+	if h.cc.Busy() {
+		p.Waiting() // Shutdown waits for the open streams: let the next teardown speak
 	}
 	err := h.cc.Shutdown(ctx)
 	if w.goAwaySent.Load() {

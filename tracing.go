@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -51,6 +52,41 @@ type telemetry struct {
 	duration  metric.Float64Histogram   // http.client.connection.duration
 	closes    metric.Int64Counter       // endwell.client.connection.closes
 	teardowns metric.Float64Histogram   // endwell.client.connection.teardown.duration
+
+	// closeOpts caches the closes counter's attribute sets: building one (sorting and
+	// hashing a dozen attributes) cost more than the rest of a report. Keyed by
+	// closeOptKey; as many entries as the counter has series, up to maxCloseOpts.
+	closeOpts     sync.Map
+	closeOptCount atomic.Int32
+}
+
+// maxCloseOpts bounds the cache of the closes counter's attribute sets; past it, sets
+// are built for each report (a program talking to that many hosts pays as before).
+const maxCloseOpts = 4096
+
+type closeOptKey struct {
+	conn attribute.Distinct // the connection's own attributes
+	key  CloseKey
+}
+
+// closeOpt returns the closes counter's option for a connection with attributes set
+// (its record set) ending as k.
+func (tel *telemetry) closeOpt(ct *connTelemetry, k CloseKey) metric.AddOption {
+	ck := closeOptKey{ct.set.Equivalent(), k}
+	if o, ok := tel.closeOpts.Load(ck); ok {
+		return o.(metric.AddOption)
+	}
+	attrs := make([]attribute.KeyValue, 0, len(ct.attrs)+3)
+	attrs = append(attrs, ct.attrs...)
+	attrs = append(attrs, attrCloseMode.String(k.Mode), attrCloseReason.String(k.Reason),
+		attrCloseOutcome.String(k.Outcome))
+	o := metric.WithAttributeSet(attribute.NewSet(attrs...))
+	if tel.closeOptCount.Load() < maxCloseOpts {
+		if _, loaded := tel.closeOpts.LoadOrStore(ck, o); !loaded {
+			tel.closeOptCount.Add(1)
+		}
+	}
+	return o
 }
 
 func (t *Transport) initTelemetry() {
@@ -87,6 +123,7 @@ func (t *Transport) initTelemetry() {
 // request path allocate nothing.
 type connTelemetry struct {
 	attrs     []attribute.KeyValue // server.address, server.port, network.peer.address, network.protocol.version
+	set       attribute.Set        // attrs as a set
 	activeAdd []metric.AddOption   // attrs + http.connection.state=active
 	idleAdd   []metric.AddOption   // attrs + http.connection.state=idle
 	record    []metric.RecordOption
@@ -122,11 +159,13 @@ func newConnTelemetry(serverAddr string, peer net.Addr, protoVersion string) *co
 		all := make([]attribute.KeyValue, 0, len(attrs)+1)
 		return attribute.NewSet(append(append(all, attrs...), kv)...)
 	}
+	set := attribute.NewSet(attrs...)
 	return &connTelemetry{
 		attrs:     attrs,
+		set:       set,
 		activeAdd: []metric.AddOption{metric.WithAttributeSet(with(semconv.HTTPConnectionStateActive))},
 		idleAdd:   []metric.AddOption{metric.WithAttributeSet(with(semconv.HTTPConnectionStateIdle))},
-		record:    []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(attrs...))},
+		record:    []metric.RecordOption{metric.WithAttributeSet(set)},
 	}
 }
 
@@ -215,11 +254,7 @@ func (pc *conn) report(ctx context.Context, r *shutdown.Record) {
 	mctx := context.Background()
 	tel.duration.Record(mctx, end.Sub(pc.created).Seconds(), ct.record...)
 	tel.teardowns.Record(mctx, r.Duration.Seconds(), ct.record...)
-	closeAttrs := append(attrs[:len(ct.attrs):len(ct.attrs)],
-		attrCloseMode.String(r.Mode.String()),
-		attrCloseReason.String(r.Reason),
-		attrCloseOutcome.String(r.Outcome.String()))
-	tel.closes.Add(mctx, 1, metric.WithAttributes(closeAttrs...))
+	tel.closes.Add(mctx, 1, tel.closeOpt(ct, CloseKey{r.Mode.String(), r.Reason, r.Outcome.String()}))
 }
 
 // errorTypeOf names an error for error.type: the exported type or sentinel when endwell has

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -46,7 +47,7 @@ type Job struct {
 // A graceful job ends within its budget, or when ctx is done, whichever is first: then the
 // bottom layer is aborted and the record says TimedOut. An abort never blocks.
 func Run(ctx context.Context, j Job) *Record {
-	rec := run(ctx, j, nil)
+	rec := run(ctx, j, nil, nil, time.Time{})
 	if j.Done != nil {
 		j.Done(ctx, rec)
 	}
@@ -54,10 +55,16 @@ func Run(ctx context.Context, j Job) *Record {
 }
 
 // run drives the stack. If force is non-nil, the job can also be forced by closing it
-// (the engine's ForceAll), with the cause stored beside it.
-func run(ctx context.Context, j Job, forced *forceSignal) *Record {
-	rec := &Record{Mode: j.Mode, Reason: j.Reason, Start: time.Now()}
-	p := &Progress{rec: rec}
+// (the engine's ForceAll), with the cause stored beside it. If t is non-nil, the job holds
+// an engine's turn, given back when a layer waits on the peer or the job ends.
+// start is when the teardown was decided: zero means now.
+func run(ctx context.Context, j Job, forced *forceSignal, t *turn, start time.Time) *Record {
+	if start.IsZero() {
+		start = time.Now()
+	}
+	rec := &Record{Mode: j.Mode, Reason: j.Reason, Start: start}
+	p := &Progress{rec: rec, turn: t}
+	defer p.Waiting()
 	if len(j.Layers) == 0 {
 		rec.Outcome = Aborted
 		return rec
@@ -142,7 +149,19 @@ type forceSignal struct {
 // force them all or wait for them all. The zero Engine is ready to use. Engines are safe for
 // concurrent use by multiple goroutines.
 type Engine struct {
+	// MaxStarting bounds how many graceful teardowns say their goodbyes at once (see
+	// the line, in line.go): the others wait their turn, in order, at a pace that spreads
+	// a mass close out without making any teardown outlive its budget. Zero means half of
+	// GOMAXPROCS, at least one. Aborts never wait. Set it before the first teardown.
+	MaxStarting int
+
+	lastGoodbye atomic.Int64 // how long the last turn lasted, in nanoseconds
+
 	mu      sync.Mutex // guards the following
+	line    []*pending // graceful teardowns waiting to start, oldest first
+	pacing  bool       // a pacer goroutine is running
+	turns   chan struct{}
+	wake    chan struct{}
 	running map[*forceSignal]struct{}
 	allDone chan struct{} // closed when running empties; nil while nothing ever ran
 }
@@ -174,25 +193,44 @@ func (k Ticket) Cancel() {
 	k.e.untrack(k.f)
 }
 
-// Go starts the reserved teardown in a new goroutine, as [Engine.Go] does.
+// Go starts the reserved teardown in the background, as [Engine.Go] does. A graceful
+// teardown waits its turn in the engine's line (see [Engine.MaxStarting]); its budget
+// counts from the call.
 func (k Ticket) Go(ctx context.Context, j Job) {
 	e, f := k.e, k.f
-	// The teardown's goroutine: it may block on the peer, up to the budget, so it must not
-	// run in the caller's. It exits when the socket is closed.
-	go func() {
-		rec := run(ctx, j, f)
-		f.cancel(nil)
-		if j.Done != nil {
-			j.Done(ctx, rec)
+	if j.Mode != Graceful || len(j.Layers) == 0 {
+		go e.runTracked(ctx, j, f, nil, time.Time{})
+		return
+	}
+	now := time.Now()
+	if j.Deadline.IsZero() {
+		budget := j.Budget
+		if budget <= 0 {
+			budget = DefaultBudget
 		}
-		e.untrack(f)
-	}()
+		j.Deadline = now.Add(budget)
+	}
+	if d, ok := ctx.Deadline(); ok && d.Before(j.Deadline) {
+		j.Deadline = d
+	}
+	e.enqueue(ctx, f, j, now)
+}
+
+// runTracked is a teardown's goroutine: it may block on the peer, up to the budget, so it
+// must not run in the caller's. It exits when the socket is closed.
+func (e *Engine) runTracked(ctx context.Context, j Job, f *forceSignal, t *turn, start time.Time) {
+	rec := run(ctx, j, f, t, start)
+	f.cancel(nil)
+	if j.Done != nil {
+		j.Done(ctx, rec)
+	}
+	e.untrack(f)
 }
 
 // Do runs the reserved teardown in the calling goroutine, as [Engine.Do] does.
 func (k Ticket) Do(ctx context.Context, j Job) *Record {
 	e, f := k.e, k.f
-	rec := run(ctx, j, f)
+	rec := run(ctx, j, f, nil, time.Time{})
 	f.cancel(nil)
 	if j.Done != nil {
 		j.Done(ctx, rec)
@@ -266,4 +304,5 @@ func (e *Engine) ForceAll(cause error) {
 	for _, f := range fs {
 		f.cancel(cause)
 	}
+	e.flushLine()
 }

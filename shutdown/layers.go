@@ -95,6 +95,7 @@ func (l *TCP) Graceful(ctx context.Context, p *Progress) (err error) {
 		p.Note(FINReceived)
 		return nil
 	}
+	p.Waiting()
 	// No read deadline at ctx's deadline: the read could time out before ctx's timer
 	// fires and be taken for a failure. The driver's backstop closes the socket once ctx
 	// is done, which ends the read below.

@@ -142,6 +142,22 @@ type Progress struct {
 	// wantCloseNotify is set by a TLS layer: the peer's goodbye that makes an ending clean is
 	// then its close_notify rather than its FIN.
 	wantCloseNotify bool
+	// turn is the engine's turn this teardown holds, if any.
+	turn *turn
+}
+
+// Waiting says the layer has said its goodbye and is about to wait on the peer (a drain,
+// open streams to finish): the teardown gives its turn back, so that the next one in an
+// [Engine]'s line may speak. Layers call it before any wait that may last; calling it
+// more than once, or outside an engine, does nothing.
+func (p *Progress) Waiting() {
+	if t := p.turn; t != nil {
+		p.turn = nil
+		if t.timer != nil {
+			t.timer.Stop()
+		}
+		t.give()
+	}
 }
 
 // Note records that step happened now. Noting a step twice records it once.
