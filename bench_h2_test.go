@@ -28,7 +28,7 @@ func BenchmarkHTTP2(b *testing.B) {
 	cliTLS := srv.Client().Transport.(*http.Transport).TLSClientConfig
 
 	for _, impl := range []string{"nethttp", "endwell"} {
-		b.Run(impl, func(b *testing.B) {
+		b.Run("impl="+impl, func(b *testing.B) {
 			var rt http.RoundTripper
 			switch impl {
 			case "nethttp":

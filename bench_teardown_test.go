@@ -42,7 +42,7 @@ func BenchmarkChurn(b *testing.B) {
 	srvTLS, cliTLS := benchTLS(b)
 	srv := newFastServer(b, srvTLS)
 	for _, impl := range []string{"nethttp", "endwell"} {
-		b.Run(impl, func(b *testing.B) {
+		b.Run("impl="+impl, func(b *testing.B) {
 			rt, closeFn := transports(cliTLS, false, 64)[impl]()
 			defer closeFn()
 			benchRoundTrips(b, rt, srv.url("https"))
@@ -56,7 +56,7 @@ func BenchmarkAbortMix(b *testing.B) {
 	srvTLS, cliTLS := benchTLS(b)
 	srv := newFastServer(b, srvTLS)
 	for _, impl := range []string{"nethttp", "endwell"} {
-		b.Run(impl, func(b *testing.B) {
+		b.Run("impl="+impl, func(b *testing.B) {
 			rt, closeFn := transports(cliTLS, true, 64)[impl]()
 			defer closeFn()
 			small, _ := http.NewRequest("GET", srv.url("https"), nil)
@@ -138,7 +138,7 @@ func BenchmarkShutdown10k(b *testing.B) {
 	addrs := spawnServers(b, hosts, true)
 	_, cliTLS := benchTLS(b)
 	for _, impl := range []string{"nethttp", "endwell"} {
-		b.Run(impl, func(b *testing.B) {
+		b.Run("impl="+impl, func(b *testing.B) {
 			for range b.N {
 				b.StopTimer()
 				rt, closeFn := transports(cliTLS, true, n/hosts)[impl]()
@@ -188,7 +188,7 @@ func BenchmarkLatencyUnderTeardown(b *testing.B) {
 	_, cliTLS := benchTLS(b)
 	target := "https://" + addrs[hosts] + "/"
 	for _, impl := range []string{"nethttp", "endwell"} {
-		b.Run(impl, func(b *testing.B) {
+		b.Run("impl="+impl, func(b *testing.B) {
 			rt, closeFn := transports(cliTLS, true, n/hosts)[impl]()
 			defer closeFn()
 			req, _ := http.NewRequest("GET", target, nil)
@@ -260,7 +260,7 @@ func BenchmarkIdleMemory(b *testing.B) {
 	addrs := spawnServers(b, hosts, true)
 	_, cliTLS := benchTLS(b)
 	for _, impl := range []string{"nethttp", "endwell"} {
-		b.Run(impl, func(b *testing.B) {
+		b.Run("impl="+impl, func(b *testing.B) {
 			for range b.N {
 				rt, closeFn := transports(cliTLS, true, n/hosts)[impl]()
 				var before, after runtime.MemStats

@@ -106,7 +106,7 @@ func BenchmarkHTTP1(b *testing.B) {
 		}
 		srv := newFastServer(b, srvTLS)
 		for _, impl := range []string{"nethttp", "endwell"} {
-			b.Run(scheme+"/"+impl, func(b *testing.B) {
+			b.Run("scheme="+scheme+"/impl="+impl, func(b *testing.B) {
 				var rt http.RoundTripper
 				switch impl {
 				case "nethttp":

@@ -18,9 +18,10 @@ import (
 //   - at most a few at a time say their goodbyes (turns: GOMAXPROCS/2, at least one); a
 //     teardown gives its turn back as soon as it waits on the peer (Progress.Waiting), or
 //     after HoldLimit, or when it ends;
-//   - after a goodbye, the pacer pauses three times as long as the goodbye took before
-//     it starts the next one, so that goodbyes take about a quarter of one CPU (a goodbye
-//     made slow by a busy machine slows the line down further);
+//   - while more than a crowd (64) wait, the pacer pauses after each start three times as
+//     long as the last goodbye took, divided by the number of turns, so that goodbyes take
+//     about a quarter of the CPUs the turns stand for (a goodbye made slow by a busy
+//     machine slows the line down further); a shorter line moves as fast as its turns;
 //   - but never so slowly that the line would not be through before half of the budget of
 //     the one at its head has passed: the budget bounds every teardown as before, counted
 //     from the decision, and a teardown has at least half of it left when it starts (given
@@ -33,6 +34,10 @@ import (
 // start anyway: a goodbye that blocks (a close_notify write to a peer that reads nothing)
 // slows the line down by this much, never stops it.
 const HoldLimit = 5 * time.Millisecond
+
+// crowd is the length of line from which the pacer pauses between starts: a few
+// connections closing at once, or steady churn the CPUs keep up with, never wait.
+const crowd = 64
 
 // paceRatio is the pause the pacer makes after a goodbye, in multiples of the time the
 // goodbye took.
@@ -133,7 +138,10 @@ func (e *Engine) pace() {
 		// just started. Timers are coarse (a millisecond, often): the schedule runs on
 		// from the last scheduled start, so that a late wake-up starts the ones due
 		// since, one after another, not one per wake-up.
-		gap := (1 + paceRatio) * time.Duration(e.lastGoodbye.Load())
+		var gap time.Duration
+		if waiting > crowd {
+			gap = (1 + paceRatio) * time.Duration(e.lastGoodbye.Load()) / time.Duration(cap(e.turns))
+		}
 		half := head.at.Add(head.j.Deadline.Sub(head.at) / 2)
 		if g := half.Sub(t.at) / time.Duration(waiting); g < gap {
 			gap = g

@@ -72,15 +72,16 @@ func (lp *lineProbe) layer(name string) Layer {
 	}}
 }
 
-// TestLineSpreadsAMassClose: a hundred teardowns started together speak one at a time, in
-// order, each after a pause three times as long as the last goodbye; all end clean.
+// TestLineSpreadsAMassClose: two hundred teardowns started together speak one at a time,
+// in order; while more than a crowd wait, each starts after a pause three times as long
+// as the last goodbye; the last crowd goes as fast as its turn allows. All end clean.
 func TestLineSpreadsAMassClose(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		e := Engine{MaxStarting: 1}
 		lp := newLineProbe(time.Millisecond, 10*time.Millisecond)
 		sink := &recordSink{}
 		start := time.Now()
-		const n = 100
+		const n = 200
 		for i := range n {
 			e.Go(t.Context(), Job{Layers: []Layer{lp.layer(fmt.Sprint(i))}, Mode: Graceful, Reason: fmt.Sprint(i), Done: sink.done})
 		}
@@ -101,20 +102,23 @@ func TestLineSpreadsAMassClose(t *testing.T) {
 			t.Errorf("teardowns speaking at once: got %d, want 1", got)
 		}
 		// The first starts at once, the second when the first gives its turn back
-		// (nothing to pace by yet), the others 4 ms apart: 1 ms of goodbye, 3 ms of pause.
-		// A hundred in 0.4 s: the budget's half (1 s) does not hurry them.
+		// (nothing to pace by yet), then 4 ms apart (1 ms of goodbye, 3 of pause) while
+		// more than 64 wait, then 1 ms apart. The pacer keeps a schedule, which allows a
+		// millisecond of catching up (timers are coarse): the third comes as soon as
+		// 3 ms after the second. 0.6 s in all: the budget's half (1 s) does not hurry them.
 		if got := lp.start("0").Sub(start); got != 0 {
 			t.Errorf("first start: got +%v, want +0", got)
 		}
 		if got := lp.start("1").Sub(start); got != time.Millisecond {
 			t.Errorf("second start: got +%v, want +1ms", got)
 		}
-		// The pacer keeps a schedule, which allows a millisecond of catching up (timers
-		// are coarse): the third comes as soon as 3 ms after the second.
 		for i := 2; i < n; i++ {
 			want := 4 * time.Millisecond
-			if i == 2 {
+			switch {
+			case i == 2:
 				want = 3 * time.Millisecond
+			case n-(i-1) <= crowd: // the line was a crowd or less when i-1 started
+				want = time.Millisecond
 			}
 			if gap := lp.start(fmt.Sprint(i)).Sub(lp.start(fmt.Sprint(i - 1))); gap != want {
 				t.Errorf("start %d: %v after the one before, want %v", i, gap, want)
@@ -252,3 +256,26 @@ func TestLineForceAllAndContext(t *testing.T) {
 }
 
 var errClosedForTest = fmt.Errorf("closed for the test")
+
+// TestLineTurns: with two turns, two teardowns speak at once, never three, and the pause
+// is halved: goodbyes take a quarter of two CPUs.
+func TestLineTurns(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := Engine{MaxStarting: 2}
+		lp := newLineProbe(4*time.Millisecond, time.Millisecond)
+		const n = 200
+		for i := range n {
+			e.Go(t.Context(), Job{Layers: []Layer{lp.layer(fmt.Sprint(i))}, Mode: Graceful, Budget: time.Minute})
+		}
+		if err := e.Wait(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if got := lp.maxAtOnce.Load(); got != 2 {
+			t.Errorf("teardowns speaking at once: got %d, want 2", got)
+		}
+		// Paced starts come 8 ms apart: (4 ms of goodbye + 12 ms of pause) / 2 turns.
+		if gap := lp.start("100").Sub(lp.start("99")); gap != 8*time.Millisecond {
+			t.Errorf("paced starts: %v apart, want 8ms", gap)
+		}
+	})
+}
