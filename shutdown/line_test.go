@@ -81,10 +81,18 @@ func TestLineSpreadsAMassClose(t *testing.T) {
 		lp := newLineProbe(time.Millisecond, 10*time.Millisecond)
 		sink := &recordSink{}
 		start := time.Now()
+		// The pacer starts as soon as the first is in line: a first teardown that holds
+		// its turn until all are in line makes the line's length the same in every run.
+		release := make(chan struct{})
+		e.Go(t.Context(), Job{Layers: []Layer{&fakeLayer{name: "hold", log: &callLog{}, graceful: func(context.Context, *Progress) error {
+			<-release
+			return nil
+		}}}, Mode: Graceful})
 		const n = 200
 		for i := range n {
 			e.Go(t.Context(), Job{Layers: []Layer{lp.layer(fmt.Sprint(i))}, Mode: Graceful, Reason: fmt.Sprint(i), Done: sink.done})
 		}
+		close(release)
 		if got := time.Since(start); got != 0 {
 			t.Errorf("Go took %v of fake time, want 0", got)
 		}
