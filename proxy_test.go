@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
+	"time"
 
 	"github.com/endwell/endwell"
 	"github.com/endwell/endwell/internal/witness"
@@ -305,4 +307,47 @@ func TestProxyConnectRefused(t *testing.T) {
 
 func basic(user, pass string) string {
 	return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
+}
+
+// TestProxyConnectSilentBounded: a proxy that takes the CONNECT and never answers holds
+// the dial for a minute, as net/http's does, not for ever: then the request fails with a
+// timeout, and the socket to the proxy is closed.
+func TestProxyConnectSilentBounded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var gotMethod string
+		fn := &fakeNet{respond: func(w io.Writer, r *http.Request) { gotMethod = r.Method }}
+		tr := &endwell.Transport{
+			DialContext: fn.dial,
+			Proxy:       http.ProxyURL(&url.URL{Scheme: "http", Host: "proxy.test:3128"}),
+		}
+		defer tr.Close()
+		req, _ := http.NewRequest("GET", "https://origin.test/", nil)
+		start := time.Now()
+		resp, err := tr.RoundTrip(req)
+		if err == nil {
+			resp.Body.Close()
+			t.Fatal("RoundTrip through a silent proxy: got a response, want an error")
+		}
+		if got := time.Since(start); got != time.Minute {
+			t.Errorf("RoundTrip failed after %v, want 1m0s", got)
+		}
+		var de *endwell.DialError
+		var ne net.Error
+		if !errors.As(err, &de) || !errors.As(err, &ne) || !ne.Timeout() {
+			t.Errorf("err: got %v (%T), want a DialError that is a timeout", err, err)
+		}
+		synctest.Wait()
+		if fn.dialCount() != 1 {
+			t.Fatalf("dials: %d, want 1", fn.dialCount())
+		}
+		sc := fn.ends[0]
+		select {
+		case <-sc.done:
+		default:
+			t.Error("the connection to the proxy is still open")
+		}
+		if gotMethod != http.MethodConnect {
+			t.Errorf("the proxy saw %q, want CONNECT", gotMethod)
+		}
+	})
 }
