@@ -65,6 +65,8 @@ func BenchmarkAbortMix(b *testing.B) {
 			b.SetParallelism(16)
 			b.ReportAllocs()
 			b.ResetTimer()
+			cpu0 := cpuTime()
+			defer reportCPU(b, cpu0)
 			b.RunParallel(func(pb *testing.PB) {
 				buf := make([]byte, 4096)
 				for pb.Next() {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/endwell/endwell"
 )
@@ -93,6 +94,13 @@ func skipHeader(br *bufio.Reader) (big bool, err error) {
 	}
 }
 
+// reportCPU reports the CPU time the process used since cpu0 per operation, clients and
+// server together (the server is the same for both transports): less at the mercy of
+// other machines' load on a shared host than the wall clock.
+func reportCPU(b *testing.B, cpu0 time.Duration) {
+	b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/float64(b.N)/1e3, "cpu-µs/op")
+}
+
 func (s *fastServer) url(scheme string) string { return scheme + "://" + s.ln.Addr().String() + "/" }
 
 // BenchmarkHTTP1 compares endwell with net/http.Transport, HTTP/1.1 small responses over
@@ -134,6 +142,8 @@ func benchRoundTrips(b *testing.B, rt http.RoundTripper, url string, check ...fu
 	b.SetParallelism(16) // 2 cores x 16 = 32 concurrent clients
 	b.ReportAllocs()
 	b.ResetTimer()
+	cpu0 := cpuTime()
+	defer func() { reportCPU(b, cpu0) }()
 	b.RunParallel(func(pb *testing.PB) {
 		buf := make([]byte, 512)
 		for pb.Next() {
