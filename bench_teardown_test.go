@@ -180,7 +180,7 @@ func BenchmarkShutdown10k(b *testing.B) {
 // closed: for net/http, until CloseIdleConnections returns (it closes them one after
 // another); for endwell, until Stats reports no close in progress. Requests are sampled
 // through the whole window (at least minSamples of them), and at rest, with the same
-// 10 000 connections idle, before. The ratio p99-teardown/p99-rest is the figure of merit;
+// 10 000 connections idle, before, and again a second after. The ratio p99-teardown/p99-rest is the figure of merit;
 // p99.9 and the worst request are reported too (a teardown that stalls everything for
 // a moment hides below a p99), and the CPU time the client process used in the window.
 // Run with -benchtime=1x.
@@ -242,6 +242,12 @@ func BenchmarkLatencyUnderTeardown(b *testing.B) {
 					time.Sleep(time.Millisecond)
 				}
 				cpu := cpuTime() - cpu0
+				// At rest again, a second after: the baseline is the lower of the two p99s,
+				// which makes the ratio conservative on a host whose load comes and goes.
+				time.Sleep(time.Second)
+				if again := sample(func() bool { return true }); p99(again) < p99(rest) {
+					rest = again
+				}
 				b.ReportMetric(float64(p99(rest).Microseconds()), "p99-rest-µs")
 				b.ReportMetric(float64(p99(under).Microseconds()), "p99-teardown-µs")
 				b.ReportMetric(float64(p99(under))/float64(p99(rest)), "p99-ratio")

@@ -126,6 +126,9 @@ type Record struct {
 	// DrainBytes counts the bytes read from the peer while draining.
 	DrainBytes int64
 
+	// Start is when the teardown was decided: for an engine's graceful teardown, when Go
+	// was called, so that its wait in the engine's line counts. Duration runs from Start
+	// to the closed socket.
 	Start    time.Time
 	Duration time.Duration
 	// Err is the first error of the teardown: a layer's failure, or the cause that forced it
