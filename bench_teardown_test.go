@@ -184,14 +184,37 @@ func BenchmarkShutdown10k(b *testing.B) {
 // p99.9 and the worst request are reported too (a teardown that stalls everything for
 // a moment hides below a p99), and the CPU time the client process used in the window.
 // Run with -benchtime=1x.
+//
+// The requests go to a server in another process than the servers of the connections
+// closing: a service closes its idle connections to many backends while it talks to
+// another, and a server busy with goodbyes would otherwise delay its own answers (that
+// is the server's latency, not the client's). peer=go runs the servers in child processes
+// of Go (serveFast); peer=nginx in nginx workers (it needs nginx, as the interop tests
+// do), as the issue measured.
 func BenchmarkLatencyUnderTeardown(b *testing.B) {
-	const n, hosts, minSamples, maxSamples = 10000, 40, 200, 20000
-	addrs := spawnServers(b, hosts+1, true)
-	_, cliTLS := benchTLS(b)
-	target := "https://" + addrs[hosts] + "/"
+	const hosts = 40
+	b.Run("peer=go", func(b *testing.B) {
+		idle := spawnServers(b, hosts, true)
+		target := spawnServers(b, 1, true)[0]
+		_, cliTLS := benchTLS(b)
+		latencyUnderTeardown(b, cliTLS, idle, "https://"+target+"/")
+	})
+	b.Run("peer=nginx", func(b *testing.B) {
+		idle := startNginxWith(b, nginxOptions{KeepAlive: "75s", Conns: 11000, Ports: hosts})
+		target := startNginxWith(b, nginxOptions{KeepAlive: "75s", Conns: 100})
+		pool := idle.cert.pool
+		pool.AddCert(target.cert.leaf)
+		latencyUnderTeardown(b, &tls.Config{RootCAs: pool}, idle.more, target.url("/ok"))
+	})
+}
+
+// latencyUnderTeardown is BenchmarkLatencyUnderTeardown against the servers at idle (the
+// connections to close, spread over them) and target (the requests sampled).
+func latencyUnderTeardown(b *testing.B, cliTLS *tls.Config, idle []string, target string) {
+	const n, minSamples, maxSamples = 10000, 200, 20000
 	for _, impl := range []string{"nethttp", "endwell"} {
 		b.Run("impl="+impl, func(b *testing.B) {
-			rt, closeFn := transports(cliTLS, true, n/hosts)[impl]()
+			rt, closeFn := transports(cliTLS, true, n/len(idle))[impl]()
 			defer closeFn()
 			req, _ := http.NewRequest("GET", target, nil)
 			// sample makes requests one after another until done says stop (and at
@@ -213,7 +236,7 @@ func BenchmarkLatencyUnderTeardown(b *testing.B) {
 			}
 			p99 := func(lat []time.Duration) time.Duration { return lat[len(lat)*99/100] }
 			for range b.N {
-				openIdle(b, rt, "https", addrs[:hosts], n)
+				openIdle(b, rt, "https", idle, n)
 				runtime.GC()
 				time.Sleep(200 * time.Millisecond) // let the servers settle
 				rest := sample(func() bool { return true })

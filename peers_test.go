@@ -63,6 +63,7 @@ func needPeer(t testing.TB, name, pkg string) string {
 type peerCert struct {
 	certFile, keyFile string
 	pool              *x509.CertPool
+	leaf              *x509.Certificate
 }
 
 // writePeerCert generates a certificate for 127.0.0.1 and localhost into dir.
@@ -103,6 +104,7 @@ func writePeerCert(t testing.TB, dir string) peerCert {
 	leaf, _ := x509.ParseCertificate(der)
 	pc.pool = x509.NewCertPool()
 	pc.pool.AddCert(leaf)
+	pc.leaf = leaf
 	return pc
 }
 
@@ -237,6 +239,7 @@ func (p *peerProc) waitOutput(re *regexp.Regexp, d time.Duration) (string, bool)
 type nginxPeer struct {
 	dir  string
 	addr string
+	more []string // the other addresses it listens on (nginxOptions.Ports)
 	cert peerCert
 	proc *peerProc
 }
@@ -249,10 +252,12 @@ var nginxConf = template.Must(template.New("nginx.conf").Parse(`
 worker_processes 1;
 pid {{.Dir}}/nginx.pid;
 error_log {{.Dir}}/error.log {{.LogLevel}};
-events { worker_connections 256; }
+{{if .Conns}}worker_rlimit_nofile {{.RLimit}};{{end}}
+events { worker_connections {{if .Conns}}{{.Conns}}{{else}}256{{end}}; }
 http {
 	log_format endwell '$connection $connection_requests "$request" $status $bytes_sent';
-	access_log {{.Dir}}/access.log endwell;
+	{{if .Conns}}access_log off;{{else}}access_log {{.Dir}}/access.log endwell;{{end}}
+	{{if .Conns}}keepalive_requests 1000000;{{end}}
 	client_body_temp_path {{.Dir}}/tmp/body;
 	proxy_temp_path {{.Dir}}/tmp/proxy;
 	fastcgi_temp_path {{.Dir}}/tmp/fastcgi;
@@ -261,6 +266,8 @@ http {
 	keepalive_timeout {{.KeepAlive}};
 	server {
 		listen {{.Addr}} ssl{{if .HTTP2}} http2{{end}};
+		{{range .More}}listen {{.}} ssl;
+		{{end}}
 		ssl_certificate {{.Cert}};
 		ssl_certificate_key {{.Key}};
 		root {{.Dir}}/www;
@@ -280,6 +287,11 @@ type nginxOptions struct {
 	// Debug sets the error log's level to debug (nginx must be built --with-debug, as
 	// Debian's is): nginx then logs every HTTP/2 frame it reads. Else the level is info.
 	Debug bool
+	// Conns, for benchmarks, sets worker_connections (256 if zero) and, when set, turns
+	// the access log off and lifts keepalive_requests.
+	Conns int
+	// Ports, for benchmarks, is how many more loopback ports to listen on (see more).
+	Ports int
 }
 
 // startNginx starts nginx, serving HTTP/1.1, with keepalive_timeout keepAlive (nginx syntax:
@@ -304,6 +316,21 @@ func startNginxWith(t testing.TB, o nginxOptions) *nginxPeer {
 	}
 	n := &nginxPeer{dir: dir, cert: writePeerCert(t, dir)}
 	n.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(peerFreePort(t)))
+	if o.Ports > 0 {
+		// Hold each port until all are chosen, so that none comes twice.
+		var held []net.Listener
+		for range o.Ports {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			held = append(held, ln)
+			n.more = append(n.more, ln.Addr().String())
+		}
+		for _, ln := range held {
+			ln.Close()
+		}
+	}
 	var conf bytes.Buffer
 	level := "info"
 	if o.Debug {
@@ -312,6 +339,7 @@ func startNginxWith(t testing.TB, o nginxOptions) *nginxPeer {
 	err := nginxConf.Execute(&conf, map[string]any{
 		"Root": os.Geteuid() == 0, "Dir": dir, "Addr": n.addr, "KeepAlive": o.KeepAlive,
 		"Cert": n.cert.certFile, "Key": n.cert.keyFile, "HTTP2": o.HTTP2, "LogLevel": level,
+		"Conns": o.Conns, "RLimit": 2*o.Conns + 100, "More": n.more,
 	})
 	if err != nil {
 		t.Fatal(err)
