@@ -351,3 +351,45 @@ func TestProxyConnectSilentBounded(t *testing.T) {
 		}
 	})
 }
+
+// TestProxyConnectHTTP2: HTTP/2 through a CONNECT tunnel. Concurrent requests share one
+// tunnel and one HTTP/2 connection; CloseIdleConnections ends it gracefully through the
+// tunnel: GOAWAY and close_notify sent, the server's close_notify received.
+func TestProxyConnectHTTP2(t *testing.T) {
+	checkLeaks(t)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.Proto)
+	}))
+	srv.EnableHTTP2 = true
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	p := startProxy(t, 0)
+	tr := newTransport(t, &endwell.Transport{
+		Proxy:           http.ProxyURL(p.url(nil)),
+		TLSClientConfig: srv.Client().Transport.(*http.Transport).TLSClientConfig,
+	})
+	c := &http.Client{Transport: tr}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			resp, body := do(t, c, newRequest(t, nil, "GET", srv.URL+"/", nil))
+			if resp.ProtoMajor != 2 || body != "HTTP/2.0" {
+				t.Errorf("got %s, server saw %q, want HTTP/2.0 both ways", resp.Proto, body)
+			}
+		})
+	}
+	wg.Wait()
+	if got := len(p.seen()); got != 1 {
+		t.Errorf("CONNECTs at the proxy: got %d, want 1 (one tunnel, one HTTP/2 connection)", got)
+	}
+	tr.CloseIdleConnections()
+	deadline := time.Now().Add(5 * time.Second)
+	for tr.Stats().Closing > 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	want := endwell.CloseKey{Mode: "graceful", Reason: "close_idle", Outcome: "clean"}
+	if got := tr.Stats().Closes; got[want] != 1 || len(got) != 1 {
+		t.Errorf("closes: got %v, want one %v", got, want)
+	}
+}
