@@ -53,7 +53,8 @@ type pending struct {
 	stopCtx func() bool // stops the watch on ctx, if any
 }
 
-// enqueue puts a graceful teardown in line and wakes the pacer. Called with e.mu unlocked.
+// enqueue puts a graceful teardown in line, and starts a pacer if none is running. Called
+// with e.mu unlocked.
 func (e *Engine) enqueue(ctx context.Context, f *forceSignal, j Job, at time.Time) {
 	p := &pending{f: f, ctx: ctx, j: j, at: at}
 	if ctx.Done() != nil {
@@ -77,12 +78,8 @@ func (e *Engine) enqueue(ctx context.Context, f *forceSignal, j Job, at time.Tim
 			e.wake = make(chan struct{}, 1)
 		}
 		go e.pace()
-	} else {
-		select {
-		case e.wake <- struct{}{}:
-		default:
-		}
 	}
+	// A pacer already running needs no wake-up: its next start is as scheduled.
 	e.mu.Unlock()
 }
 

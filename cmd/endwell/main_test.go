@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"net"
 	"net/http"
@@ -332,9 +333,13 @@ func TestFetch(t *testing.T) {
 			t.Errorf("stdout lacks %q:\n%s", s, r.stdout)
 		}
 	}
-	reps := s.Reports()
-	if len(reps) != 1 || reps[0].Requests != 2 || reps[0].ClientEnding() != "close_notify+FIN" {
-		t.Errorf("server saw %v, want one connection, 2 requests, ended with close_notify+FIN", reps)
+	// The command exits once its socket is closed; the server's side of the story may
+	// still be on its way (its reader sees the FIN a moment later).
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	reps, err := s.WaitConns(ctx, 1)
+	if err != nil || len(s.Reports()) != 1 || reps[0].Requests != 2 || reps[0].ClientEnding() != "close_notify+FIN" {
+		t.Errorf("server saw %v (%v), want one connection, 2 requests, ended with close_notify+FIN", s.Reports(), err)
 	}
 }
 
