@@ -303,14 +303,17 @@ func (e *ProtocolError) Error() string { return "endwell: malformed response: " 
 func (e *ProtocolError) Unwrap() error { return e.Err }
 
 // CloseIdleConnections closes every idle connection gracefully, in the background, and
-// returns at once. Connections in use are not touched.
+// returns at once. Connections in use are not touched. Many closes are paced: a few say
+// their goodbyes at a time, spread over at most half the budget, so that closing thousands
+// does not crowd out the program's other goroutines; each still ends within its budget.
 func (t *Transport) CloseIdleConnections() {
 	t.init()
 	t.pool.CloseIdle()
 }
 
 // Shutdown ends the transport gracefully. From the call on, RoundTrip fails with
-// [ErrShutdown]. Idle connections close gracefully at once, all in parallel; each connection
+// [ErrShutdown]. Idle connections close gracefully from now on (paced as in
+// [Transport.CloseIdleConnections], under the shared deadline below); each connection
 // in use closes gracefully as soon as its response is done. When ctx ends, what is still in
 // flight is aborted, without close_notify, and the graceful closes still running are cut
 // off. The whole pool shares one deadline: the earlier of ctx's and the budget.
