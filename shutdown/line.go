@@ -131,10 +131,10 @@ func (e *Engine) pace() {
 		e.launch(head, t)
 
 		// The next start: after the last goodbye's length, and paceRatio times that
-		// again, from this one; or sooner if the line would not be through before half of the budget of the one
-		// just started. Timers are coarse (a millisecond, often): the schedule runs on
-		// from the last scheduled start, so that a late wake-up starts the ones due
-		// since, one after another, not one per wake-up.
+		// again, from this one; or sooner if the line would not be through before half
+		// of the budget of the one just started. Timers are coarse (a millisecond,
+		// often): the schedule runs on from the last scheduled start, so that a late
+		// wake-up starts the ones due since, one after another, not one per wake-up.
 		var gap time.Duration
 		if waiting > crowd {
 			gap = (1 + paceRatio) * time.Duration(e.lastGoodbye.Load()) / time.Duration(cap(e.turns))
@@ -170,7 +170,7 @@ func (e *Engine) launch(p *pending, t *turn) {
 // flushLine starts everything in line at once, without turns: ForceAll has forced them.
 func (e *Engine) flushLine() {
 	e.mu.Lock()
-	line := e.line
+	line, wake := e.line, e.wake
 	e.line = nil
 	e.mu.Unlock()
 	for _, p := range line {
@@ -180,7 +180,7 @@ func (e *Engine) flushLine() {
 		}
 	}
 	select {
-	case e.wake <- struct{}{}: // the pacer finds the line empty and exits
+	case wake <- struct{}{}: // the pacer finds the line empty and exits (nil: none ever ran)
 	default:
 	}
 }
