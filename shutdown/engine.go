@@ -31,8 +31,9 @@ type Job struct {
 	Mode Mode
 	// Reason is why the connection ends; the engine records it and does not read it.
 	Reason string
-	// Budget bounds a graceful teardown, from its start. Zero means DefaultBudget. The
-	// teardown also ends when the context it runs under is done, whichever comes first.
+	// Budget bounds a graceful teardown, from its start: the call of Run or Do, or of Go
+	// (its wait in the engine's line counts). Zero means DefaultBudget. The teardown also
+	// ends when the context it runs under is done, whichever comes first.
 	Budget time.Duration
 	// Deadline, if set, bounds the teardown instead of Budget: a caller that decided to
 	// close at some moment counts the budget from then, not from when the teardown's
