@@ -175,8 +175,8 @@ func (t *Transport) startH2(ctx context.Context, pc *conn) error {
 	case <-ctx.Done():
 		err = context.Cause(ctx)
 	}
-	if err == nil && w.peerGoAway.Load() {
-		err = errors.New("server sent GOAWAY at once")
+	if w.peerGoAway.Load() && ctx.Err() == nil {
+		err = errGoAwayAtOnce
 	}
 	if err != nil {
 		w.writesOff.Store(true)
@@ -305,6 +305,11 @@ func (h *h2Conn) closedByNet() {
 	}
 }
 
+// errGoAwayAtOnce is a new connection's failure when the server sent GOAWAY with its
+// first frames: it takes no stream, the request was not sent (RoundTrip tries once more on
+// another connection).
+var errGoAwayAtOnce = errors.New("server sent GOAWAY at once")
+
 var errH2PingTimeout error = &timeoutError{"endwell: HTTP/2 connection lost: no answer to PING"}
 
 // refreshCapacity tells the pool the server's new MAX_CONCURRENT_STREAMS after a SETTINGS
@@ -336,6 +341,17 @@ func (h *h2Conn) usable() bool {
 		return false
 	}
 	return true
+}
+
+// refusal says why a new connection that usable turned down takes no request.
+func (h *h2Conn) refusal() error {
+	if h.wire.peerGoAway.Load() {
+		return errGoAwayAtOnce
+	}
+	if cause := h.pc.closeCause(); cause != nil {
+		return cause
+	}
+	return net.ErrClosed
 }
 
 // roundTrip runs req on a new stream of the connection. The stream's use of the pool is

@@ -672,3 +672,29 @@ func TestH2ShareDials(t *testing.T) {
 		})
 	}
 }
+
+// TestH2GoAwayAtOnce: a new connection whose server sends GOAWAY with its first frames
+// takes no stream; the request, never processed, goes once more on another connection. If
+// that one refuses it too, the request fails with an error that says it was not sent, and
+// no third connection is dialled. (The GOAWAY is seen before the request is sent, or
+// after: x/net then reports the stream refused. Both end the same.)
+func TestH2GoAwayAtOnce(t *testing.T) {
+	for _, refusing := range []int{1, 2} {
+		t.Run(fmt.Sprintf("%d refusing", refusing), func(t *testing.T) {
+			s := newH2FrameServer(t, func(s *h2FrameServer) { s.goAwayFirst = refusing })
+			tr, _ := h2Transport(t, &Transport{})
+			resp, err := tr.RoundTrip(mustGet(t, s.url("/x")))
+			if refusing == 1 {
+				if err != nil {
+					t.Fatalf("RoundTrip: %v, want the answer of the second connection", err)
+				}
+				resp.Body.Close()
+			} else if err == nil || !errors.Is(err, ErrNotSent) {
+				t.Fatalf("RoundTrip: got %v, want an error that says the request was not sent", err)
+			}
+			if got := s.numConns(); got != 2 {
+				t.Errorf("connections: got %d, want 2 (one more try)", got)
+			}
+		})
+	}
+}

@@ -208,6 +208,9 @@ type h2FrameServer struct {
 	noPingAck bool
 	// maxStreams, if not zero, is the MAX_CONCURRENT_STREAMS the server announces.
 	maxStreams uint32
+	// goAwayFirst is how many of the first connections send GOAWAY(0, NO_ERROR) right
+	// after their SETTINGS, taking no stream (a stream opened all the same is refused).
+	goAwayFirst int
 
 	wg    sync.WaitGroup
 	mu    sync.Mutex // guards conns
@@ -338,6 +341,9 @@ func (s *h2FrameServer) serve(sc *h2ServerConn) {
 		settings = append(settings, http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: s.maxStreams})
 	}
 	sc.write(func(fr *http2.Framer) error { return fr.WriteSettings(settings...) })
+	if sc.n < s.goAwayFirst {
+		sc.goAway(0, http2.ErrCodeNo)
+	}
 	preface := make([]byte, len(http2.ClientPreface))
 	if _, err := io.ReadFull(sc.tc, preface); err != nil || string(preface) != http2.ClientPreface {
 		sc.endErr = fmt.Errorf("bad preface %q: %v", preface, err)
@@ -382,6 +388,11 @@ func (s *h2FrameServer) serve(sc *h2ServerConn) {
 		default:
 		}
 		if lf.Type == http2.FrameHeaders {
+			if sc.n < s.goAwayFirst {
+				// Past our GOAWAY's last stream id (0): refused, never processed.
+				sc.write(func(fr *http2.Framer) error { return fr.WriteRSTStream(lf.StreamID, http2.ErrCodeRefusedStream) })
+				continue
+			}
 			if s.onHeaders == nil || !s.onHeaders(sc, lf.StreamID, lf.Path) {
 				sc.respond(lf.StreamID, 200, "ok", true)
 			}

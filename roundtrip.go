@@ -37,6 +37,12 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	for attempt := 0; ; attempt++ {
 		pc, reused, err := t.getConn(ctx, tg, trace)
 		if err != nil {
+			if attempt == 0 && errors.Is(err, errGoAwayAtOnce) && ctx.Err() == nil {
+				// A new HTTP/2 connection refused every stream before the request was
+				// sent (a server's idle timer counted from the connection's start, a
+				// server going away): once more, on another connection, as net/http does.
+				continue
+			}
 			if req.Body != nil {
 				req.Body.Close()
 			}
@@ -293,6 +299,13 @@ func (t *Transport) getConn(ctx context.Context, tg *target, trace *httptrace.Cl
 		if pc.h2 != nil {
 			// HTTP/2 has no idle watcher: x/net's read loop watches the connection.
 			if !pc.h2.usable() {
+				if !info.Reused {
+					// A connection dialled for this request and refused at once: a GOAWAY
+					// that followed the ack of the server's SETTINGS (startH2 sees those
+					// that came before), or an end. Dialling on could go on for ever with
+					// such a server.
+					return nil, false, &DialError{Op: "h2", Addr: tg.addr, Err: pc.h2.refusal()}
+				}
 				continue
 			}
 		} else if !pc.takeFromIdle() {

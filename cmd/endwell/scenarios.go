@@ -131,7 +131,10 @@ var scenarios = []scenario{
 		// has been idle for 100ms. (Options.IdleClose would count the handshake as idle
 		// time too, and could close before the first request on a busy machine.)
 		name: "server closes idle conn",
-		h2:   &h2Setup{idleTimeout: 150 * time.Millisecond},
+		// net/http's HTTP/2 server counts its IdleTimeout from the connection's start:
+		// long enough that a busy machine's handshake does not use it up (endwell
+		// tries once more on a new connection if it does).
+		h2: &h2Setup{idleTimeout: 400 * time.Millisecond},
 		server: witness.Options{Handler: func(c *witness.Conn, r *http.Request) witness.Action {
 			c.Respond(http.StatusOK, nil, "ok\n")
 			idle := time.NewTimer(100 * time.Millisecond)
