@@ -354,7 +354,7 @@ func TestProxyConnectSilentBounded(t *testing.T) {
 
 // TestProxyConnectHTTP2: HTTP/2 through a CONNECT tunnel. Concurrent requests share one
 // tunnel and one HTTP/2 connection; CloseIdleConnections ends it gracefully through the
-// tunnel: GOAWAY and close_notify sent, the server's close_notify received.
+// tunnel.
 func TestProxyConnectHTTP2(t *testing.T) {
 	checkLeaks(t)
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -388,8 +388,13 @@ func TestProxyConnectHTTP2(t *testing.T) {
 	for tr.Stats().Closing > 0 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
-	want := endwell.CloseKey{Mode: "graceful", Reason: "close_idle", Outcome: "clean"}
-	if got := tr.Stats().Closes; got[want] != 1 || len(got) != 1 {
-		t.Errorf("closes: got %v, want one %v", got, want)
+	// net/http's HTTP/2 server closes its socket as soon as it has read our GOAWAY: its
+	// close_notify races the reset our own draws (see the CLI's wantH2), so clean or
+	// peer_silent; never forced, never failed.
+	closes := tr.Stats().Closes
+	clean := endwell.CloseKey{Mode: "graceful", Reason: "close_idle", Outcome: "clean"}
+	silent := endwell.CloseKey{Mode: "graceful", Reason: "close_idle", Outcome: "peer_silent"}
+	if closes[clean]+closes[silent] != 1 || len(closes) != 1 {
+		t.Errorf("closes: got %v, want one graceful close_idle, clean or peer_silent", closes)
 	}
 }
