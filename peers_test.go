@@ -109,14 +109,22 @@ func writePeerCert(t testing.TB, dir string) peerCert {
 }
 
 // peerFreePort returns a loopback TCP port that was free a moment ago.
-func peerFreePort(t testing.TB) int {
+func peerFreePort(t testing.TB) int { return peerFreePorts(t, 1)[0] }
+
+// peerFreePorts returns n distinct loopback TCP ports that were free a moment ago: each is
+// held until all are chosen, so that none comes twice.
+func peerFreePorts(t testing.TB, n int) []int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	ports := make([]int, 0, n)
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return ports
 }
 
 // peerProc is a peer running as a child process, its output captured.
@@ -315,21 +323,10 @@ func startNginxWith(t testing.TB, o nginxOptions) *nginxPeer {
 		t.Fatal(err)
 	}
 	n := &nginxPeer{dir: dir, cert: writePeerCert(t, dir)}
-	n.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(peerFreePort(t)))
-	if o.Ports > 0 {
-		// Hold each port until all are chosen, so that none comes twice.
-		var held []net.Listener
-		for range o.Ports {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			held = append(held, ln)
-			n.more = append(n.more, ln.Addr().String())
-		}
-		for _, ln := range held {
-			ln.Close()
-		}
+	ports := peerFreePorts(t, 1+o.Ports)
+	n.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
+	for _, port := range ports[1:] {
+		n.more = append(n.more, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 	}
 	var conf bytes.Buffer
 	level := "info"

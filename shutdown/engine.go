@@ -44,6 +44,19 @@ type Job struct {
 	Done func(ctx context.Context, r *Record)
 }
 
+// deadlineFrom is when j's budget runs out for a teardown started at start: Deadline if
+// set, else start plus Budget (DefaultBudget if zero).
+func (j Job) deadlineFrom(start time.Time) time.Time {
+	if !j.Deadline.IsZero() {
+		return j.Deadline
+	}
+	budget := j.Budget
+	if budget <= 0 {
+		budget = DefaultBudget
+	}
+	return start.Add(budget)
+}
+
 // Run runs j in the calling goroutine and returns its record once the socket is closed.
 // A graceful job ends within its budget, or when ctx is done, whichever is first: then the
 // bottom layer is aborted and the record says TimedOut. An abort never blocks.
@@ -80,15 +93,7 @@ func run(ctx context.Context, j Job, forced *forceSignal, t *turn, start time.Ti
 		return rec
 	}
 
-	deadline := j.Deadline
-	if deadline.IsZero() {
-		budget := j.Budget
-		if budget <= 0 {
-			budget = DefaultBudget
-		}
-		deadline = rec.Start.Add(budget)
-	}
-	ctx, cancel := context.WithDeadlineCause(ctx, deadline, ErrBudget)
+	ctx, cancel := context.WithDeadlineCause(ctx, j.deadlineFrom(rec.Start), ErrBudget)
 	defer cancel()
 	if forced != nil {
 		stopForce := context.AfterFunc(forced.ctx, func() { cancel() })
@@ -204,13 +209,7 @@ func (k Ticket) Go(ctx context.Context, j Job) {
 		return
 	}
 	now := time.Now()
-	if j.Deadline.IsZero() {
-		budget := j.Budget
-		if budget <= 0 {
-			budget = DefaultBudget
-		}
-		j.Deadline = now.Add(budget)
-	}
+	j.Deadline = j.deadlineFrom(now)
 	if d, ok := ctx.Deadline(); ok && d.Before(j.Deadline) {
 		j.Deadline = d
 	}

@@ -156,9 +156,7 @@ type Progress struct {
 func (p *Progress) Waiting() {
 	if t := p.turn; t != nil {
 		p.turn = nil
-		if t.timer != nil {
-			t.timer.Stop()
-		}
+		t.timer.Stop()
 		t.give()
 	}
 }
