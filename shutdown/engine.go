@@ -110,6 +110,15 @@ func run(ctx context.Context, j Job, forced *forceSignal, t *turn, start time.Ti
 	})
 
 	var failed error
+	if forced != nil && forced.ctx.Err() != nil {
+		cancel() // forced already: now, not when the AfterFunc's goroutine gets to run
+	}
+	if ctx.Err() != nil {
+		// Forced, or out of budget, before a word was said (ForceAll or the context
+		// reached it in the engine's line): no layer speaks, not even a close_notify
+		// that the socket's close might not yet have stopped.
+		failed = context.Cause(ctx)
+	}
 	for _, l := range j.Layers {
 		if failed != nil {
 			l.Abort()

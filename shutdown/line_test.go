@@ -287,3 +287,37 @@ func TestLineTurns(t *testing.T) {
 		}
 	})
 }
+
+// TestLineForcedInLineSaysNothing: teardowns still in line when ForceAll comes (a
+// Transport.Close after CloseIdleConnections) start forced, and none of their layers
+// speaks: only aborts, no goodbye after the decision to abort.
+func TestLineForcedInLineSaysNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		e := Engine{MaxStarting: 1}
+		lp := newLineProbe(10*time.Millisecond, time.Hour)
+		logs := make([]*callLog, 100)
+		for i := range logs {
+			logs[i] = &callLog{}
+			l := lp.layer(fmt.Sprint(i)).(*fakeLayer)
+			l.log = logs[i]
+			e.Go(t.Context(), Job{Layers: []Layer{l}, Mode: Graceful, Budget: time.Minute})
+		}
+		time.Sleep(100 * time.Millisecond)
+		spoke := len(lp.started())
+		e.ForceAll(errClosedForTest)
+		if err := e.Wait(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if spoke == 0 || spoke >= len(logs) {
+			t.Fatalf("%d spoke before ForceAll, want some but not all", spoke)
+		}
+		if got := len(lp.started()); got != spoke {
+			t.Errorf("%d spoke in all, %d before ForceAll: the ones in line spoke after it", got, spoke)
+		}
+		for i := spoke; i < len(logs); i++ {
+			if got := logs[i].got(); !slices.Equal(got, []string{fmt.Sprint(i) + ".abort"}) {
+				t.Errorf("%d: calls %v, want its abort only", i, got)
+			}
+		}
+	})
+}
