@@ -36,7 +36,9 @@ func (l *TLS) Graceful(ctx context.Context, p *Progress) error {
 		return nil
 	}
 	// CloseWrite writes the alert under crypto/tls's own 5 s deadline; the budget's
-	// backstop closes the socket underneath if ctx ends first.
+	// backstop closes the socket underneath if ctx ends first. Corked, the alert waits in
+	// the socket for the FIN that the layer below sends next, and leaves with it.
+	l.Raw.cork()
 	if err := l.Conn.CloseWrite(); err != nil {
 		if ctx.Err() != nil {
 			return context.Cause(ctx)
