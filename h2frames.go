@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -149,11 +150,15 @@ type h2Wire struct {
 
 	// The write-behind state, guarded by wmu. pend holds the bytes taken in and not yet
 	// handed to the flusher; pendGoAway and pendCode say that a GOAWAY is among them.
-	// flushing says a flusher runs; room is signalled when it takes pend or stops;
-	// settled, if non-nil, is closed when it stops. spare is a buffer it gave back.
+	// pendWrites counts the Writes in pend. flushing says a flusher runs; together, that
+	// the last batch it wrote carried more than one Write. room is signalled when it takes
+	// pend or stops; settled, if non-nil, is closed when it stops. spare is a buffer it
+	// gave back.
 	pend       []byte
 	pendGoAway bool
 	pendCode   uint32
+	pendWrites int
+	together   bool
 	flushing   bool
 	room       sync.Cond
 	settled    chan struct{}
@@ -305,6 +310,7 @@ func (w *h2Wire) takeLocked(b []byte) {
 		w.pend, w.spare = w.spare[:0], nil
 	}
 	w.pend = append(w.pend, b...)
+	w.pendWrites++
 	if w.sentGoAway {
 		w.sentGoAway = false
 		w.pendGoAway, w.pendCode = true, w.sentCode
@@ -319,9 +325,18 @@ func (w *h2Wire) takeLocked(b []byte) {
 // left or a write fails.
 func (w *h2Wire) flush() {
 	w.wmu.Lock()
+	if w.together {
+		// Streams have been writing together: let those about to write (the goroutines
+		// that the last response frames woke) take their turn first, and carry their
+		// frames in this write. A request alone never waits for this.
+		w.wmu.Unlock()
+		runtime.Gosched()
+		w.wmu.Lock()
+	}
 	for len(w.pend) > 0 && w.writeError() == nil {
 		buf, goAway, code := w.pend, w.pendGoAway, w.pendCode
-		w.pend, w.pendGoAway = nil, false
+		w.together = w.pendWrites > 1
+		w.pend, w.pendGoAway, w.pendWrites = nil, false, 0
 		w.room.Broadcast()
 		w.wmu.Unlock()
 		if _, err := w.Conn.Write(buf); err != nil {
@@ -335,7 +350,7 @@ func (w *h2Wire) flush() {
 			w.spare = buf[:0]
 		}
 	}
-	w.pend, w.pendGoAway = nil, false // after an error: nothing more goes out
+	w.pend, w.pendGoAway, w.pendWrites = nil, false, 0 // after an error: nothing more goes out
 	w.flushing = false
 	w.room.Broadcast()
 	if w.settled != nil {

@@ -248,8 +248,10 @@ type nginxPeer struct {
 	dir  string
 	addr string
 	more []string // the other addresses it listens on (nginxOptions.Ports)
-	cert peerCert
-	proc *peerProc
+	// plain is the address it serves plain HTTP/1.1 on (nginxOptions.Plain), else "".
+	plain string
+	cert  peerCert
+	proc  *peerProc
 }
 
 // nginxLargeSize is the size of /large: far over what a drain may discard.
@@ -275,7 +277,7 @@ http {
 	server {
 		listen {{.Addr}} ssl{{if .HTTP2}} http2{{end}};
 		{{range .More}}listen {{.}} ssl;
-		{{end}}
+		{{end}}{{if .Plain}}listen {{.Plain}};{{end}}
 		ssl_certificate {{.Cert}};
 		ssl_certificate_key {{.Key}};
 		root {{.Dir}}/www;
@@ -300,6 +302,8 @@ type nginxOptions struct {
 	Conns int
 	// Ports, for benchmarks, is how many more loopback ports to listen on (see more).
 	Ports int
+	// Plain adds a loopback port that serves plain HTTP/1.1 (see plain).
+	Plain bool
 }
 
 // startNginx starts nginx, serving HTTP/1.1, with keepalive_timeout keepAlive (nginx syntax:
@@ -323,8 +327,16 @@ func startNginxWith(t testing.TB, o nginxOptions) *nginxPeer {
 		t.Fatal(err)
 	}
 	n := &nginxPeer{dir: dir, cert: writePeerCert(t, dir)}
-	ports := peerFreePorts(t, 1+o.Ports)
+	extra := 0
+	if o.Plain {
+		extra = 1
+	}
+	ports := peerFreePorts(t, 1+o.Ports+extra)
 	n.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
+	if o.Plain {
+		n.plain = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[len(ports)-1]))
+		ports = ports[:len(ports)-1]
+	}
 	for _, port := range ports[1:] {
 		n.more = append(n.more, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 	}
@@ -336,7 +348,7 @@ func startNginxWith(t testing.TB, o nginxOptions) *nginxPeer {
 	err := nginxConf.Execute(&conf, map[string]any{
 		"Root": os.Geteuid() == 0, "Dir": dir, "Addr": n.addr, "KeepAlive": o.KeepAlive,
 		"Cert": n.cert.certFile, "Key": n.cert.keyFile, "HTTP2": o.HTTP2, "LogLevel": level,
-		"Conns": o.Conns, "RLimit": 2*o.Conns + 100, "More": n.more,
+		"Conns": o.Conns, "RLimit": 2*o.Conns + 100, "More": n.more, "Plain": n.plain,
 	})
 	if err != nil {
 		t.Fatal(err)
