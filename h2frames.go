@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"net"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -122,11 +121,14 @@ func (s *frameScanner) endOfPart() {
 //   - It writes behind: Write takes x/net's frames into a buffer and returns, and a flusher
 //     goroutine, started when the buffer fills from empty and gone when it is empty again,
 //     writes whatever has gathered meanwhile in one go. x/net flushes every request's
-//     HEADERS on its own, under its own write lock, so that 32 streams cost 32 TLS
-//     records and 32 write system calls, and the server as many reads; written behind,
-//     the frames of the streams that start while one write is under way leave together
-//     (one record, one system call, one read on the server's side). A request alone waits
-//     for nothing: its write starts as soon as its goroutine blocks for the response. The
+//     HEADERS on its own, under its own write lock, held across the system call, so that
+//     concurrent streams queue on that lock; written behind, they do not, and the frames
+//     of the streams that start while one write is under way leave together (one TLS
+//     record, one system call, one read on the server's side). With 32 streams on 2
+//     cores that is 1.3 requests a write; the throughput it buys is within this machine's
+//     noise (README, Benchmarks). A request alone waits for nothing: its
+//     write starts as soon as its goroutine blocks for the response (the flusher, just
+//     started, runs next). The
 //     buffer holds at most maxWriteBehind bytes: a request body's writer waits beyond
 //     that, as it waited for the socket before. A write error reaches x/net through its
 //     next Write and its read loop, which the flusher ends: x/net then closes the
@@ -150,15 +152,11 @@ type h2Wire struct {
 
 	// The write-behind state, guarded by wmu. pend holds the bytes taken in and not yet
 	// handed to the flusher; pendGoAway and pendCode say that a GOAWAY is among them.
-	// pendWrites counts the Writes in pend. flushing says a flusher runs; together, that
-	// the last batch it wrote carried more than one Write. room is signalled when it takes
-	// pend or stops; settled, if non-nil, is closed when it stops. spare is a buffer it
-	// gave back.
+	// flushing says a flusher runs; room is signalled when it takes pend or stops;
+	// settled, if non-nil, is closed when it stops. spare is a buffer it gave back.
 	pend       []byte
 	pendGoAway bool
 	pendCode   uint32
-	pendWrites int
-	together   bool
 	flushing   bool
 	room       sync.Cond
 	settled    chan struct{}
@@ -298,6 +296,12 @@ func (w *h2Wire) Write(p []byte) (int, error) {
 		w.wmu.Unlock()
 		return 0, err
 	}
+	if w.writesOff.Load() {
+		// Turned off since the check above: settle, which takes wmu after writesOff is
+		// set, must find nothing new to wait for.
+		w.wmu.Unlock()
+		return 0, errWireClosed
+	}
 	w.takeLocked(w.out.scan(p, true, &w.scratch))
 	w.wmu.Unlock()
 	return len(p), nil
@@ -310,7 +314,6 @@ func (w *h2Wire) takeLocked(b []byte) {
 		w.pend, w.spare = w.spare[:0], nil
 	}
 	w.pend = append(w.pend, b...)
-	w.pendWrites++
 	if w.sentGoAway {
 		w.sentGoAway = false
 		w.pendGoAway, w.pendCode = true, w.sentCode
@@ -325,18 +328,9 @@ func (w *h2Wire) takeLocked(b []byte) {
 // left or a write fails.
 func (w *h2Wire) flush() {
 	w.wmu.Lock()
-	if w.together {
-		// Streams have been writing together: let those about to write (the goroutines
-		// that the last response frames woke) take their turn first, and carry their
-		// frames in this write. A request alone never waits for this.
-		w.wmu.Unlock()
-		runtime.Gosched()
-		w.wmu.Lock()
-	}
 	for len(w.pend) > 0 && w.writeError() == nil {
 		buf, goAway, code := w.pend, w.pendGoAway, w.pendCode
-		w.together = w.pendWrites > 1
-		w.pend, w.pendGoAway, w.pendWrites = nil, false, 0
+		w.pend, w.pendGoAway = nil, false
 		w.room.Broadcast()
 		w.wmu.Unlock()
 		if _, err := w.Conn.Write(buf); err != nil {
@@ -350,7 +344,7 @@ func (w *h2Wire) flush() {
 			w.spare = buf[:0]
 		}
 	}
-	w.pend, w.pendGoAway, w.pendWrites = nil, false, 0 // after an error: nothing more goes out
+	w.pend, w.pendGoAway = nil, false // after an error: nothing more goes out
 	w.flushing = false
 	w.room.Broadcast()
 	if w.settled != nil {
@@ -361,10 +355,13 @@ func (w *h2Wire) flush() {
 }
 
 // writeFailed records the flusher's write error; x/net's read loop learns of it at once,
-// and x/net then closes the connection.
+// and x/net then closes the connection. Once the teardown owns the connection, its reads
+// are the teardown's, and left alone.
 func (w *h2Wire) writeFailed(err error) {
 	w.writeErr.CompareAndSwap(nil, &err)
-	w.Conn.SetReadDeadline(aLongTimeAgo)
+	if !w.writesOff.Load() {
+		w.Conn.SetReadDeadline(aLongTimeAgo)
+	}
 }
 
 // settle waits until everything taken in so far is written, or has failed, or ctx ends.
