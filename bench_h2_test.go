@@ -31,7 +31,7 @@ func BenchmarkHTTP2(b *testing.B) {
 		benchHTTP2Impls(b, srv.Client().Transport.(*http.Transport).TLSClientConfig, srv.URL)
 	})
 	b.Run("peer=nginx", func(b *testing.B) {
-		n := startNginxWith(b, nginxOptions{KeepAlive: "75s", Conns: 1000, HTTP2: true})
+		n := startNginxWith(b, nginxOptions{KeepAlive: "75s", Conns: 1000, HTTP2: true, Workers: 2})
 		benchHTTP2Impls(b, &tls.Config{RootCAs: n.cert.pool}, n.url("/ok"))
 	})
 }

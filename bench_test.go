@@ -110,8 +110,8 @@ func (s *fastServer) url(scheme string) string { return scheme + "://" + s.ln.Ad
 //
 // peer=go is a minimal Go server in the benchmark's own process: its CPU counts in
 // cpu-µs/op, the same for both transports, and takes its share of the 2 cores. peer=nginx is
-// nginx in a process of its own (one worker), as the issue measured: cpu-µs/op is then the
-// client's alone. It needs nginx, as the interop tests do.
+// nginx in processes of its own (two workers, one per core), as the issue measured:
+// cpu-µs/op is then the client's alone. It needs nginx, as the interop tests do.
 func BenchmarkHTTP1(b *testing.B) {
 	b.Run("peer=go", func(b *testing.B) {
 		for _, scheme := range []string{"http", "https"} {
@@ -124,7 +124,7 @@ func BenchmarkHTTP1(b *testing.B) {
 		}
 	})
 	b.Run("peer=nginx", func(b *testing.B) {
-		n := startNginxWith(b, nginxOptions{KeepAlive: "75s", Conns: 1000, Plain: true})
+		n := startNginxWith(b, nginxOptions{KeepAlive: "75s", Conns: 1000, Plain: true, Workers: 2})
 		benchHTTP1Impls(b, "scheme=http", nil, "http://"+n.plain+"/ok")
 		benchHTTP1Impls(b, "scheme=https", &tls.Config{RootCAs: n.cert.pool}, n.url("/ok"))
 	})

@@ -259,7 +259,7 @@ const nginxLargeSize = 16 << 20
 
 var nginxConf = template.Must(template.New("nginx.conf").Parse(`
 {{if .Root}}user root;{{end}}
-worker_processes 1;
+worker_processes {{if .Workers}}{{.Workers}}{{else}}1{{end}};
 pid {{.Dir}}/nginx.pid;
 error_log {{.Dir}}/error.log {{.LogLevel}};
 {{if .Conns}}worker_rlimit_nofile {{.RLimit}};{{end}}
@@ -304,6 +304,8 @@ type nginxOptions struct {
 	Ports int
 	// Plain adds a loopback port that serves plain HTTP/1.1 (see plain).
 	Plain bool
+	// Workers, for benchmarks, is worker_processes (1 if zero).
+	Workers int
 }
 
 // startNginx starts nginx, serving HTTP/1.1, with keepalive_timeout keepAlive (nginx syntax:
@@ -349,6 +351,7 @@ func startNginxWith(t testing.TB, o nginxOptions) *nginxPeer {
 		"Root": os.Geteuid() == 0, "Dir": dir, "Addr": n.addr, "KeepAlive": o.KeepAlive,
 		"Cert": n.cert.certFile, "Key": n.cert.keyFile, "HTTP2": o.HTTP2, "LogLevel": level,
 		"Conns": o.Conns, "RLimit": 2*o.Conns + 100, "More": n.more, "Plain": n.plain,
+		"Workers": o.Workers,
 	})
 	if err != nil {
 		t.Fatal(err)
