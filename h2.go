@@ -581,22 +581,16 @@ func (l *h2Layer) Graceful(ctx context.Context, p *shutdown.Progress) error {
 		}
 		w.writesOff.Store(true)
 		h.cc.Close()
-		if err := w.settle(ctx); err != nil {
-			return err
-		}
 		return nil
 	}
 	if h.cc.Busy() {
 		p.Waiting() // Shutdown waits for the open streams: let the next teardown speak
 	}
 	err := h.cc.Shutdown(ctx)
-	w.writesOff.Store(true)
-	if serr := w.settle(ctx); err == nil {
-		err = serr // the GOAWAY, and whatever went before it, are written
-	}
 	if w.goAwaySent.Load() {
 		p.Note(shutdown.GoAwaySent)
 	}
+	w.writesOff.Store(true)
 	if err == nil {
 		err = w.stopReads(ctx)
 	}

@@ -118,21 +118,6 @@ func (s *frameScanner) endOfPart() {
 //   - Its Close never closes anything: it tells endwell that x/net is done with the
 //     connection, which then ends through the teardown engine (tls.Conn.Close would send
 //     close_notify, aborts included).
-//   - It writes behind: Write takes x/net's frames into a buffer and returns, and a flusher
-//     goroutine, started when the buffer fills from empty and gone when it is empty again,
-//     writes whatever has gathered meanwhile in one go. x/net flushes every request's
-//     HEADERS on its own, under its own write lock, held across the system call, so that
-//     concurrent streams queue on that lock; written behind, they do not, and the frames
-//     of the streams that start while one write is under way leave together (one TLS
-//     record, one system call, one read on the server's side). With 32 streams on 2
-//     cores that is 1.3 requests a write; the throughput it buys is within this machine's
-//     noise (README, Benchmarks). A request alone waits for nothing: its
-//     write starts as soon as its goroutine blocks for the response (the flusher, just
-//     started, runs next). The
-//     buffer holds at most maxWriteBehind bytes: a request body's writer waits beyond
-//     that, as it waited for the socket before. A write error reaches x/net through its
-//     next Write and its read loop, which the flusher ends: x/net then closes the
-//     connection, and endwell aborts it with the write's error.
 type h2Wire struct {
 	net.Conn           // the *tls.Conn, or the TCP connection for unencrypted HTTP/2
 	tls      *tls.Conn // nil for unencrypted HTTP/2
@@ -142,25 +127,13 @@ type h2Wire struct {
 	onPeerGoAway func(lastStreamID uint32, code uint32)
 	onClose      func()
 
-	wmu     sync.Mutex // guards out, scratch and the write-behind state below
+	wmu     sync.Mutex // guards out and scratch, and serialises writes
 	out     frameScanner
 	scratch []byte
 	// sentGoAway and sentCode are set by the out scanner, under wmu, for the frame being
-	// taken in; they are published below once the write that carried it succeeded.
+	// written; they are published below once the write succeeded.
 	sentGoAway bool
 	sentCode   uint32
-
-	// The write-behind state, guarded by wmu. pend holds the bytes taken in and not yet
-	// handed to the flusher; pendGoAway and pendCode say that a GOAWAY is among them.
-	// flushing says a flusher runs; room is signalled when it takes pend or stops;
-	// settled, if non-nil, is closed when it stops. spare is a buffer it gave back.
-	pend       []byte
-	pendGoAway bool
-	pendCode   uint32
-	flushing   bool
-	room       sync.Cond
-	settled    chan struct{}
-	spare      []byte
 
 	in frameScanner // used by x/net's read loop only
 
@@ -175,7 +148,7 @@ type h2Wire struct {
 	peerCode    atomic.Uint32         // its error code
 	peerLastID  atomic.Uint32         // its Last-Stream-ID
 	readErr     atomic.Pointer[error] // the first error a Read returned
-	writeErr    atomic.Pointer[error] // the first error a write to the connection returned
+	writeErr    atomic.Pointer[error] // the first error a Write returned
 	closed      atomic.Bool           // x/net called Close
 	closedByNet chan struct{}         // closed when x/net called Close
 
@@ -193,7 +166,6 @@ func newH2Wire(nc net.Conn) *h2Wire {
 		readLoopDone:  make(chan struct{}),
 	}
 	w.tls, _ = nc.(*tls.Conn)
-	w.room.L = &w.wmu
 	w.out.skip = clientPrefaceLen
 	w.out.onFrame = w.sawOutgoing
 	w.in.onFrame = w.sawIncoming
@@ -273,141 +245,71 @@ func (w *h2Wire) stopReads(ctx context.Context) error {
 	}
 }
 
-// maxWriteBehind is the most that Write takes in ahead of the socket: beyond it, the
-// writer waits for the flusher.
-const maxWriteBehind = 64 << 10
-
-// maxSpare is the largest buffer the wire keeps for its next burst of writes; a bigger
-// one (a request body's burst) goes back to the garbage collector.
-const maxSpare = 16 << 10
-
-// Write takes in x/net's frames, with the Last-Stream-ID of GOAWAY frames set to 0, to be
-// written behind (see h2Wire). Once the teardown owns the connection it takes nothing; after
-// a write error, it returns that error.
+// Write writes x/net's frames, with the Last-Stream-ID of GOAWAY frames set to 0. Once the
+// teardown owns the connection it writes nothing.
+//
+// Write is in the deepest call chain of x/net's stream goroutines (writeRequest, the bufio
+// flush, then tls.Conn.Write down to AES-GCM), whose stack depth is within a few dozen
+// bytes of a 4 KiB stack's limit: a bigger frame here made every stream copy its stack to
+// 8 KiB (runtime.newstack at gcmAesEnc, some 15% of the client's CPU). So its frame holds
+// no more than w across the write: the locking and scanning before it, and the unlocking
+// and bookkeeping after it, run out of line, and there is no defer (nothing below recovers
+// from a panic in tls.Conn.Write, which ends the program anyway).
 func (w *h2Wire) Write(p []byte) (int, error) {
 	if w.writesOff.Load() {
 		return 0, errWireClosed
 	}
-	w.wmu.Lock()
-	for len(w.pend) >= maxWriteBehind && w.flushing {
-		w.room.Wait()
-	}
-	if err := w.writeError(); err != nil {
-		w.wmu.Unlock()
-		return 0, err
-	}
-	if w.writesOff.Load() {
-		// Turned off since the check above: settle, which takes wmu after writesOff is
-		// set, must find nothing new to wait for.
-		w.wmu.Unlock()
-		return 0, errWireClosed
-	}
-	w.takeLocked(w.out.scan(p, true, &w.scratch))
-	w.wmu.Unlock()
-	return len(p), nil
+	n, err := w.Conn.Write(w.startWrite(p))
+	return w.endWrite(n, err)
 }
 
-// takeLocked appends b, scanned, to pend and starts a flusher if none runs. Called with wmu
-// held, right after the out scanner went over b.
-func (w *h2Wire) takeLocked(b []byte) {
-	if w.pend == nil {
-		w.pend, w.spare = w.spare[:0], nil
-	}
-	w.pend = append(w.pend, b...)
-	if w.sentGoAway {
-		w.sentGoAway = false
-		w.pendGoAway, w.pendCode = true, w.sentCode
-	}
-	if !w.flushing {
-		w.flushing = true
-		go w.flush()
-	}
+// startWrite takes wmu and runs the out scanner over p. It returns what to write.
+//
+//go:noinline
+func (w *h2Wire) startWrite(p []byte) []byte {
+	w.wmu.Lock()
+	w.sentGoAway = false
+	return w.out.scan(p, true, &w.scratch)
 }
 
-// flush writes what Write took in, all that has gathered at each turn, until nothing is
-// left or a write fails.
-func (w *h2Wire) flush() {
-	w.wmu.Lock()
-	for len(w.pend) > 0 && w.writeError() == nil {
-		buf, goAway, code := w.pend, w.pendGoAway, w.pendCode
-		w.pend, w.pendGoAway = nil, false
-		w.room.Broadcast()
-		w.wmu.Unlock()
-		if _, err := w.Conn.Write(buf); err != nil {
-			w.writeFailed(err)
-		} else if goAway {
-			w.goAwayCode.Store(code)
-			w.goAwaySent.Store(true)
-		}
-		w.wmu.Lock()
-		if cap(buf) <= maxSpare {
-			w.spare = buf[:0]
-		}
-	}
-	w.pend, w.pendGoAway = nil, false // after an error: nothing more goes out
-	w.flushing = false
-	w.room.Broadcast()
-	if w.settled != nil {
-		close(w.settled)
-		w.settled = nil
+// endWrite records the end of the write begun by startWrite, releases wmu and returns
+// n and err.
+//
+//go:noinline
+func (w *h2Wire) endWrite(n int, err error) (int, error) {
+	if err != nil {
+		e := err // a copy, so that err itself does not escape on every write
+		w.writeErr.CompareAndSwap(nil, &e)
+	} else if w.sentGoAway {
+		w.goAwayCode.Store(w.sentCode)
+		w.goAwaySent.Store(true)
 	}
 	w.wmu.Unlock()
-}
-
-// writeFailed records the flusher's write error; x/net's read loop learns of it at once,
-// and x/net then closes the connection. Once the teardown owns the connection, its reads
-// are the teardown's, and left alone.
-func (w *h2Wire) writeFailed(err error) {
-	w.writeErr.CompareAndSwap(nil, &err)
-	if !w.writesOff.Load() {
-		w.Conn.SetReadDeadline(aLongTimeAgo)
-	}
-}
-
-// settle waits until everything taken in so far is written, or has failed, or ctx ends.
-// The teardown settles the wire once x/net writes no more (writesOff), before the layers
-// below write to the connection themselves.
-func (w *h2Wire) settle(ctx context.Context) error {
-	w.wmu.Lock()
-	if !w.flushing {
-		w.wmu.Unlock()
-		return nil
-	}
-	if w.settled == nil {
-		w.settled = make(chan struct{})
-	}
-	ch := w.settled
-	w.wmu.Unlock()
-	select {
-	case <-ch:
-		return nil
-	case <-ctx.Done():
-		return context.Cause(ctx)
-	}
+	return n, err
 }
 
 // writeGoAway sends GOAWAY(last-stream-id 0, code) on the connection's behalf, if x/net is
-// between frames, and waits up to 250 milliseconds for it to be written (as x/net does for
-// its own). It is for the abort that follows a connection error.
+// between frames, within 250 milliseconds (as x/net does for its own). It is for the abort
+// that follows a connection error.
 func (w *h2Wire) writeGoAway(code http2.ErrCode) {
 	if w.writesOff.Load() {
 		return
 	}
 	w.wmu.Lock()
-	if w.out.skip > 0 || w.out.nhdr != 0 || w.writeError() != nil {
-		w.wmu.Unlock()
+	defer w.wmu.Unlock()
+	if w.out.skip > 0 || w.out.nhdr != 0 {
 		return // in the middle of a frame: a GOAWAY now would garble it
 	}
 	var f [frameHeaderLen + 8]byte
 	f[2] = 8 // length
 	f[3] = frameGoAway
 	binary.BigEndian.PutUint32(f[frameHeaderLen+4:], uint32(code))
-	w.sentGoAway, w.sentCode = true, uint32(code)
-	w.takeLocked(f[:]) // behind what x/net wrote before, never in the middle of it
-	w.wmu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
-	defer cancel()
-	w.settle(ctx)
+	w.Conn.SetWriteDeadline(time.Now().Add(250 * time.Millisecond))
+	if _, err := w.Conn.Write(f[:]); err == nil {
+		w.goAwayCode.Store(uint32(code))
+		w.goAwaySent.Store(true)
+	}
+	w.Conn.SetWriteDeadline(time.Time{})
 }
 
 // Close tells endwell that x/net is done with the connection. It closes nothing: the
@@ -438,7 +340,7 @@ func (w *h2Wire) readError() error {
 	return nil
 }
 
-// writeError returns the first error a write to the connection returned, or nil.
+// writeError returns the first error a Write returned, or nil.
 func (w *h2Wire) writeError() error {
 	if p := w.writeErr.Load(); p != nil {
 		return *p
