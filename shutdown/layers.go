@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -112,8 +113,14 @@ func (l *TCP) Graceful(ctx context.Context, p *Progress) (err error) {
 	bp := drainBufs.Get().(*[]byte)
 	defer drainBufs.Put(bp)
 	buf := *bp
-	for {
+	for first := true; ; first = false {
 		n, rerr := r.Read(buf)
+		if first {
+			// The peer's answer woke us, likely with the answers of other goodbyes and
+			// with responses of requests: let those run before we finish (read on,
+			// close, report), as a goodbye is not in a hurry.
+			runtime.Gosched()
+		}
 		if n > 0 {
 			p.AddDrained(n)
 			if p.rec.DrainBytes > maxDrain {

@@ -162,9 +162,15 @@ func (p *pending) stopWatch() {
 	}
 }
 
-// launch runs p in its own goroutine, holding t if non-nil.
+// launch runs p in its own goroutine, holding t if non-nil. The goroutine yields first: a
+// new goroutine runs next on its parent's P, ahead of every goroutine already waiting
+// there (a request's, woken by its response), and the pacer starts one every few dozen
+// microseconds; yielding puts the goodbye behind them.
 func (e *Engine) launch(p *pending, t *turn) {
-	go e.runTracked(p.ctx, p.j, p.f, t, p.at)
+	go func() {
+		runtime.Gosched()
+		e.runTracked(p.ctx, p.j, p.f, t, p.at)
+	}()
 }
 
 // flushLine starts everything in line at once, without turns: ForceAll has forced them.
