@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"runtime"
 	"slices"
 	"strconv"
@@ -331,32 +330,9 @@ type closerChild struct {
 // ends with the benchmark.
 func startCloserChild(b *testing.B, impl, caFile string, addrs []string, n int) *closerChild {
 	b.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCloserChild$")
-	cmd.Env = append(os.Environ(), fmt.Sprintf("ENDWELL_CLOSER_CHILD=%s;%s;%d;%s", impl, caFile, n, strings.Join(addrs, ",")))
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		stdin.Close()
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-	})
-	c := &closerChild{stdin: stdin, lines: bufio.NewScanner(stdout)}
+	stdin, lines := startTestChild(b, "TestCloserChild",
+		fmt.Sprintf("ENDWELL_CLOSER_CHILD=%s;%s;%d;%s", impl, caFile, n, strings.Join(addrs, ",")))
+	c := &closerChild{stdin: stdin, lines: lines}
 	if !c.lines.Scan() || c.lines.Text() != "ready" {
 		b.Fatalf("closer child: got %q (%v), want ready", c.lines.Text(), c.lines.Err())
 	}

@@ -19,8 +19,32 @@ import (
 // "host:port" addresses. The child exits when the test ends (its stdin closes).
 func spawnServers(tb testing.TB, n int, withTLS bool) []string {
 	tb.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestServerChild$")
-	cmd.Env = append(os.Environ(), fmt.Sprintf("ENDWELL_SERVER_CHILD=%d,%v", n, withTLS))
+	_, sc := startTestChild(tb, "TestServerChild", fmt.Sprintf("ENDWELL_SERVER_CHILD=%d,%v", n, withTLS))
+	var addrs []string
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "ready" {
+			go func() {
+				for sc.Scan() { // the rest of its output, if any, until it ends
+				}
+			}()
+			return addrs
+		}
+		addrs = append(addrs, line)
+	}
+	tb.Fatalf("server child ended before it was ready: %v", sc.Err())
+	return nil
+}
+
+// startTestChild runs this test binary again as a child process that runs only the test
+// named test, with env added to its environment, and returns its stdin and its stdout, by
+// lines. Its stderr is ours. It ends with the test: its stdin is closed then, and it is
+// killed if it has not exited 10 seconds later.
+func startTestChild(tb testing.TB, test string, env ...string) (io.WriteCloser, *bufio.Scanner) {
+	tb.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$")
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		tb.Fatal(err)
@@ -29,7 +53,6 @@ func spawnServers(tb testing.TB, n int, withTLS bool) []string {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		tb.Fatal(err)
 	}
@@ -39,23 +62,12 @@ func spawnServers(tb testing.TB, n int, withTLS bool) []string {
 		go func() { cmd.Wait(); close(done) }()
 		select {
 		case <-done:
-		case <-time.After(5 * time.Second):
+		case <-time.After(10 * time.Second):
 			cmd.Process.Kill()
 			<-done
 		}
 	})
-	var addrs []string
-	sc := bufio.NewScanner(stdout)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "ready" {
-			go io.Copy(io.Discard, stdout)
-			return addrs
-		}
-		addrs = append(addrs, line)
-	}
-	tb.Fatalf("server child ended before it was ready: %v", sc.Err())
-	return nil
+	return stdin, bufio.NewScanner(stdout)
 }
 
 // TestServerChild is the child process of spawnServers; it does nothing in a normal run.
