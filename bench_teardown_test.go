@@ -26,8 +26,10 @@ import (
 // The certificate of the test servers is valid for 127.0.0.1 only: the servers on other
 // loopback addresses are verified under that name.
 func transports(cliTLS *tls.Config, keepAlives bool, idlePerHost int) map[string]func() (http.RoundTripper, func()) {
-	cliTLS = cliTLS.Clone()
-	cliTLS.ServerName = "127.0.0.1"
+	if cliTLS != nil {
+		cliTLS = cliTLS.Clone()
+		cliTLS.ServerName = "127.0.0.1"
+	}
 	return map[string]func() (http.RoundTripper, func()){
 		"nethttp": func() (http.RoundTripper, func()) {
 			t := &http.Transport{TLSClientConfig: cliTLS, DisableKeepAlives: !keepAlives,

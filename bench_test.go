@@ -10,8 +10,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/endwell/endwell"
 )
 
 // fastServer is a minimal HTTP/1.1 keep-alive server for benchmarks: it answers every
@@ -134,17 +132,8 @@ func BenchmarkHTTP1(b *testing.B) {
 func benchHTTP1Impls(b *testing.B, name string, cliTLS *tls.Config, url string) {
 	for _, impl := range []string{"nethttp", "endwell"} {
 		b.Run(name+"/impl="+impl, func(b *testing.B) {
-			var rt http.RoundTripper
-			switch impl {
-			case "nethttp":
-				t := &http.Transport{TLSClientConfig: cliTLS, MaxIdleConnsPerHost: 64}
-				defer t.CloseIdleConnections()
-				rt = t
-			case "endwell":
-				t := &endwell.Transport{TLSClientConfig: cliTLS, MaxIdleConnsPerHost: 64}
-				defer t.Close()
-				rt = t
-			}
+			rt, closeFn := transports(cliTLS, true, 64)[impl]()
+			defer closeFn()
 			benchRoundTrips(b, rt, url)
 		})
 	}

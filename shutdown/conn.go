@@ -65,6 +65,19 @@ func (c *Conn) PeerClosed() bool {
 	return c.peekClosed()
 }
 
+// rawConn returns the underlying socket's raw access, or nil if it is not a socket.
+func (c *Conn) rawConn() syscall.RawConn {
+	sc, ok := c.Conn.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return rc
+}
+
 // CloseWrite sends a FIN if the underlying connection can half-close.
 func (c *Conn) CloseWrite() error {
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {

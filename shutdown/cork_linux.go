@@ -13,15 +13,9 @@ import "syscall"
 // after 200 ms at the latest, so a FIN that never follows delays the close_notify, never
 // loses it; close sends it at once. Sockets that are not TCP are left as they are.
 func (c *Conn) cork() {
-	sc, ok := c.Conn.(syscall.Conn)
-	if !ok {
-		return
+	if rc := c.rawConn(); rc != nil {
+		rc.Control(func(fd uintptr) {
+			syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_CORK, 1)
+		})
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return
-	}
-	rc.Control(func(fd uintptr) {
-		syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_CORK, 1)
-	})
 }

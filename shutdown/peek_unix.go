@@ -9,18 +9,14 @@ import (
 // peekClosed looks at the socket's receive queue without blocking and without consuming it:
 // a zero-byte MSG_PEEK read means the peer's FIN is next.
 func (c *Conn) peekClosed() bool {
-	sc, ok := c.Conn.(syscall.Conn)
-	if !ok {
-		return false
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
+	rc := c.rawConn()
+	if rc == nil {
 		return false
 	}
 	var closed bool
 	var buf [1]byte
 	// The function returns true at once: this is one non-blocking look, not a wait.
-	err = rc.Read(func(fd uintptr) bool {
+	err := rc.Read(func(fd uintptr) bool {
 		n, _, rerr := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 		switch {
 		case rerr == nil && n == 0:
