@@ -33,7 +33,8 @@ type conn struct {
 	nc          net.Conn // what HTTP reads and writes: tlsc or raw
 	h2          *h2Conn  // the HTTP/2 connection over nc, or nil for HTTP/1.1; set by the dial
 
-	activeUses int // requests using the connection: 1 for HTTP/1.1, streams for HTTP/2; guarded by t.mu
+	activeUses int           // requests using the connection: 1 for HTTP/1.1, streams for HTTP/2; guarded by t.mu
+	unused     chan struct{} // closed when activeUses drops to 0, if a teardown waits; guarded by t.mu
 	br         *bufio.Reader
 	bw         *bufio.Writer
 

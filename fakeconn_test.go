@@ -102,11 +102,10 @@ type fakeConn struct {
 	r, w          *halfPipe
 	local, remote net.Addr
 
-	dmu           sync.Mutex // guards the deadlines and timers
-	readDeadline  time.Time
-	readTimer     *time.Timer
-	closeOnce     sync.Once
-	readCancelled bool
+	dmu          sync.Mutex // guards the deadlines and timers
+	readDeadline time.Time
+	readTimer    *time.Timer
+	closeOnce    sync.Once
 }
 
 func (c *fakeConn) Read(p []byte) (int, error) {

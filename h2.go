@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 x/net's ClientConn is endwell's HTTP/2 engine, run over endwell's own wire; net/http's replacement (http.ClientConn) dials its own connections and sends no GOAWAY, so endwell cannot move yet
+
 package endwell
 
 import (
@@ -31,11 +33,6 @@ type h2Client interface {
 	RoundTrip(req *http.Request) (*http.Response, error)
 	// MaxStreams returns the server's MAX_CONCURRENT_STREAMS, or 0 before its SETTINGS.
 	MaxStreams() int
-	// Busy reports whether streams are open or waiting to open.
-	Busy() bool
-	// Shutdown sends GOAWAY and waits for the open streams to end, or ctx; it then tells
-	// the net.Conn under it to close (which, for ours, closes nothing).
-	Shutdown(ctx context.Context) error
 	// Close fails the open streams at once and tells the net.Conn under it to close.
 	Close() error
 }
@@ -44,11 +41,6 @@ type h2Client interface {
 type xnetClient struct{ *http2.ClientConn }
 
 func (c xnetClient) MaxStreams() int { return int(c.State().MaxConcurrentStreams) }
-
-func (c xnetClient) Busy() bool {
-	st := c.State()
-	return st.StreamsActive+st.StreamsPending > 0
-}
 
 // defaultMaxStreams is the capacity of a connection whose server has not said its
 // MAX_CONCURRENT_STREAMS: x/net's provisional limit, RFC 9113's recommended minimum.
@@ -299,7 +291,9 @@ func (h *h2Conn) closedByNet() {
 		if code == http2.ErrCodeNo {
 			code = http2.ErrCodeProtocol
 		}
-		w.writeGoAway(code)
+		ctx, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
+		w.sendGoAway(ctx, code) // within 250 ms, as x/net does for its own
+		cancel()
 		pc.end(context.Background(), shutdown.Abort, reasonProtocolError,
 			&ProtocolError{Err: fmt.Errorf("HTTP/2 connection error %v", code)})
 	}
@@ -562,15 +556,20 @@ func (b *h2Body) Close() error {
 }
 
 // h2Layer is the top of an HTTP/2 connection's teardown stack: its goodbye is GOAWAY
-// (NO_ERROR, last-stream-id 0), after which it waits for the open streams to end.
+// (NO_ERROR, last-stream-id 0), written by endwell on its wire once the open streams end.
 type h2Layer struct {
 	h   *h2Conn
 	tls *shutdown.TLS // the TLS layer below, or nil
 }
 
-// Graceful sends GOAWAY through x/net's Shutdown, whose frame the wire rewrites, and waits
-// for the open streams. If ctx ends first, it returns ctx's cause: the layers below abort.
-// If the server has already ended its side (EOF), there is nothing to say at this level.
+// Graceful waits for the connection's open streams to end, then writes GOAWAY on the wire
+// and ends x/net's use of the connection. If ctx ends first, it returns ctx's cause: the
+// layers below abort. If the server has already ended its side (EOF), there is nothing to
+// say at this level.
+//
+// x/net's ClientConn.Shutdown is not used: built by Go 1.26 it sends a GOAWAY before the
+// streams end, built by Go 1.27 (a wrapper of net/http's HTTP/2) none at all. The wait
+// and the frame are endwell's on both.
 func (l *h2Layer) Graceful(ctx context.Context, p *shutdown.Progress) error {
 	h := l.h
 	w := h.wire
@@ -583,25 +582,22 @@ func (l *h2Layer) Graceful(ctx context.Context, p *shutdown.Progress) error {
 		h.cc.Close()
 		return nil
 	}
-	if h.cc.Busy() {
-		p.Waiting() // Shutdown waits for the open streams: let the next teardown speak
+	err := h.pc.waitUnused(ctx, p)
+	if err == nil {
+		err = w.sendGoAway(ctx, http2.ErrCodeNo)
 	}
-	err := h.cc.Shutdown(ctx)
 	if w.goAwaySent.Load() {
 		p.Note(shutdown.GoAwaySent)
 	}
 	w.writesOff.Store(true)
+	h.cc.Close() // fails what x/net still has; its Close of the wire closes nothing
 	if err == nil {
 		err = w.stopReads(ctx)
 	}
-	if err != nil {
-		h.cc.Close()
-		if ctx.Err() != nil {
-			return context.Cause(ctx)
-		}
-		return err
+	if err != nil && ctx.Err() != nil {
+		return context.Cause(ctx)
 	}
-	return nil
+	return err
 }
 
 // Abort fails the open streams and sends nothing: no GOAWAY(NO_ERROR), and x/net's close

@@ -17,6 +17,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/endwell/endwell/shutdown"
@@ -68,6 +69,56 @@ func TestH2FrameScannerZeroesGoAwayLastStreamID(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestH2WireGoAwayAtFrameBoundary: endwell's own GOAWAY never cuts into a frame that x/net
+// is writing in several parts: it waits for the frame's end, then goes out whole.
+func TestH2WireGoAwayAtFrameBoundary(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cside, sside := net.Pipe()
+		defer cside.Close()
+		var got bytes.Buffer
+		readDone := make(chan struct{})
+		// The peer: it reads everything until the pipe closes.
+		go func() {
+			defer close(readDone)
+			io.Copy(&got, sside)
+		}()
+		w := newH2Wire(cside)
+		var frames bytes.Buffer
+		frames.WriteString(http2.ClientPreface)
+		fr := http2.NewFramer(&frames, nil)
+		fr.WriteData(1, false, bytes.Repeat([]byte("d"), 100))
+		all := frames.Bytes()
+		half := clientPrefaceLen + 9 + 50
+		if _, err := w.Write(all[:half]); err != nil {
+			t.Fatal(err)
+		}
+		sent := make(chan error, 1)
+		go func() { sent <- w.sendGoAway(context.Background(), http2.ErrCodeNo) }()
+		time.Sleep(100 * time.Millisecond)
+		synctest.Wait()
+		select {
+		case err := <-sent:
+			t.Fatalf("GOAWAY written in the middle of a DATA frame (err %v)", err)
+		default:
+		}
+		if _, err := w.Write(all[half:]); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-sent; err != nil {
+			t.Fatalf("sendGoAway: %v", err)
+		}
+		cside.Close()
+		<-readDone
+		want := append(bytes.Clone(all), 0, 0, 8, frameGoAway, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+		if !bytes.Equal(got.Bytes(), want) {
+			t.Errorf("on the wire:\n got %x\nwant %x", got.Bytes(), want)
+		}
+		if !w.goAwaySent.Load() {
+			t.Errorf("goAwaySent not set")
+		}
+	})
 }
 
 // h2Server starts an httptest server with HTTP/2 over TLS, which announces
@@ -574,14 +625,14 @@ func TestH2Nghttpd(t *testing.T) {
 	}
 	io.ReadFull(resp.Body, make([]byte, 1000))
 	resp.Body.Close()
-	out := p.waitOutput(t, regexp.MustCompile(`recv RST_STREAM[^\n]*\n[^\n]*error_code=CANCEL`))
+	p.waitOutput(t, regexp.MustCompile(`recv RST_STREAM[^\n]*\n[^\n]*error_code=CANCEL`))
 	h2Get(t, tr, base+"/ok")
 	recs.none(t, 20*time.Millisecond)
 
 	tr.CloseIdleConnections()
 	r := recs.next(t)
 	wantRecord(t, r, shutdown.Graceful, reasonCloseIdle)
-	out = p.waitOutput(t, regexp.MustCompile(`recv GOAWAY[^\n]*\n[^\n]*last_stream_id=0`))
+	out := p.waitOutput(t, regexp.MustCompile(`recv GOAWAY[^\n]*\n[^\n]*last_stream_id=0`))
 	if !r.GoAwaySent {
 		t.Errorf("no GOAWAY sent")
 	}

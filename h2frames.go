@@ -152,8 +152,11 @@ type h2Wire struct {
 	closed      atomic.Bool           // x/net called Close
 	closedByNet chan struct{}         // closed when x/net called Close
 
-	readsOff     atomic.Bool   // stopReads was called: Read fails at once
-	readLoopDone chan struct{} // closed when a Read returned an error: x/net reads no more
+	readsOff atomic.Bool // stopReads was called: Read fails at once
+	// reading holds a token while a Read is in the socket: stopReads takes it to know that
+	// no Read is there, nor will be (x/net's read loop may also end without another Read:
+	// net/http's engine, under Go 1.27, stops reading once closed).
+	reading chan struct{} // buffered 1
 }
 
 var errWireClosed = &closedError{"endwell: HTTP/2 connection is being closed"}
@@ -163,7 +166,7 @@ func newH2Wire(nc net.Conn) *h2Wire {
 		Conn:          nc,
 		settingsAcked: make(chan struct{}),
 		closedByNet:   make(chan struct{}),
-		readLoopDone:  make(chan struct{}),
+		reading:       make(chan struct{}, 1),
 	}
 	w.tls, _ = nc.(*tls.Conn)
 	w.out.skip = clientPrefaceLen
@@ -210,11 +213,14 @@ func (w *h2Wire) sawIncoming(typ, flags byte, head []byte) {
 // Read reads from the connection, watching the server's frames. Its first error ends x/net's
 // read loop.
 func (w *h2Wire) Read(p []byte) (int, error) {
+	w.reading <- struct{}{}
 	if w.readsOff.Load() {
+		<-w.reading
 		w.readEnded(errWireClosed)
 		return 0, errWireClosed
 	}
 	n, err := w.Conn.Read(p)
+	<-w.reading
 	if n > 0 {
 		w.in.scan(p[:n], false, nil)
 	}
@@ -225,20 +231,20 @@ func (w *h2Wire) Read(p []byte) (int, error) {
 }
 
 func (w *h2Wire) readEnded(err error) {
-	if w.readErr.CompareAndSwap(nil, &err) {
-		close(w.readLoopDone)
-	}
+	w.readErr.CompareAndSwap(nil, &err)
 }
 
-// stopReads ends x/net's read loop, so that the teardown's layers below own the
-// connection's reads (a reader blocked in the socket would also hold its read lock, which
-// the TLS layer's peek needs). It waits for the loop's last Read to return, or ctx.
+// stopReads ends x/net's reads, so that the teardown's layers below own the connection's
+// reads (a reader blocked in the socket would also hold its read lock, which the TLS
+// layer's peek needs). It waits for a Read in the socket to return, or ctx; a Read after
+// it fails at once.
 func (w *h2Wire) stopReads(ctx context.Context) error {
 	w.readsOff.Store(true)
 	w.Conn.SetReadDeadline(aLongTimeAgo)
 	defer w.Conn.SetReadDeadline(time.Time{})
 	select {
-	case <-w.readLoopDone:
+	case w.reading <- struct{}{}:
+		<-w.reading
 		return nil
 	case <-ctx.Done():
 		return context.Cause(ctx)
@@ -288,28 +294,51 @@ func (w *h2Wire) endWrite(n int, err error) (int, error) {
 	return n, err
 }
 
-// writeGoAway sends GOAWAY(last-stream-id 0, code) on the connection's behalf, if x/net is
-// between frames, within 250 milliseconds (as x/net does for its own). It is for the abort
-// that follows a connection error.
-func (w *h2Wire) writeGoAway(code http2.ErrCode) {
-	if w.writesOff.Load() {
-		return
-	}
-	w.wmu.Lock()
-	defer w.wmu.Unlock()
-	if w.out.skip > 0 || w.out.nhdr != 0 {
-		return // in the middle of a frame: a GOAWAY now would garble it
-	}
+// sendGoAway writes GOAWAY(last-stream-id 0, code) on its own, at a frame boundary,
+// serialised with x/net's writes: endwell says its goodbye itself, on every Go release
+// (x/net built by Go 1.27 wraps net/http's HTTP/2, whose Shutdown sends no GOAWAY at all;
+// built by Go 1.26, its GOAWAY carries a Last-Stream-ID that nghttp2 rejects). If x/net is
+// in the middle of a frame (a big DATA frame goes out in several writes), sendGoAway
+// waits for the frame's end. ctx bounds the wait and the write: its deadline becomes the
+// write's. It fails if the teardown already owns the wire or the write failed.
+func (w *h2Wire) sendGoAway(ctx context.Context, code http2.ErrCode) error {
 	var f [frameHeaderLen + 8]byte
 	f[2] = 8 // length
 	f[3] = frameGoAway
 	binary.BigEndian.PutUint32(f[frameHeaderLen+4:], uint32(code))
-	w.Conn.SetWriteDeadline(time.Now().Add(250 * time.Millisecond))
-	if _, err := w.Conn.Write(f[:]); err == nil {
-		w.goAwayCode.Store(uint32(code))
-		w.goAwaySent.Store(true)
+	for wait := time.Millisecond; ; wait = min(2*wait, 16*time.Millisecond) {
+		if w.writesOff.Load() {
+			return errWireClosed
+		}
+		// Lock may wait for a write blocked on a peer that stopped reading: the budget
+		// closes the socket under it, which fails that write.
+		w.wmu.Lock()
+		if w.out.skip == 0 && w.out.nhdr == 0 {
+			break // between frames; wmu is held
+		}
+		w.wmu.Unlock()
+		// Mid-frame: x/net writes the rest of the frame next, under its own lock.
+		timer := time.NewTimer(wait)
+		select {
+		case <-timer.C:
+		case <-ctx.Done():
+			timer.Stop()
+			return context.Cause(ctx)
+		}
 	}
-	w.Conn.SetWriteDeadline(time.Time{})
+	defer w.wmu.Unlock()
+	if d, ok := ctx.Deadline(); ok {
+		w.Conn.SetWriteDeadline(d)
+		defer w.Conn.SetWriteDeadline(time.Time{})
+	}
+	if _, err := w.Conn.Write(f[:]); err != nil {
+		e := err
+		w.writeErr.CompareAndSwap(nil, &e)
+		return err
+	}
+	w.goAwayCode.Store(uint32(code))
+	w.goAwaySent.Store(true)
+	return nil
 }
 
 // Close tells endwell that x/net is done with the connection. It closes nothing: the

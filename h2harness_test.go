@@ -37,9 +37,8 @@ const h2Wait = 5 * time.Second
 
 // h2Cert is a self-signed certificate for 127.0.0.1, as TLS configurations and PEM files.
 type h2Cert struct {
-	server, client    *tls.Config
-	certPEM, keyPEM   []byte
-	certFile, keyFile string
+	server, client  *tls.Config
+	certPEM, keyPEM []byte
 }
 
 var h2CertOnce = sync.OnceValues(func() (*h2Cert, error) {

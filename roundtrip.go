@@ -12,6 +12,7 @@ import (
 	"sync"
 
 	"github.com/endwell/endwell/pool"
+	"github.com/endwell/endwell/shutdown"
 	"golang.org/x/net/http/httpguts"
 )
 
@@ -384,11 +385,38 @@ func (t *Transport) doneActive(pc *conn) {
 		return
 	}
 	delete(t.active, pc)
+	if pc.unused != nil {
+		close(pc.unused)
+		pc.unused = nil
+	}
 	if len(t.active) == 0 && t.activeDone != nil {
 		close(t.activeDone)
 		t.activeDone = nil
 	}
 	t.mu.Unlock()
+}
+
+// waitUnused waits until no request uses pc (HTTP/2: its streams have ended), or ctx is
+// done. It tells p that the teardown waits, if it does.
+func (pc *conn) waitUnused(ctx context.Context, p *shutdown.Progress) error {
+	t := pc.t
+	t.mu.Lock()
+	if pc.activeUses == 0 {
+		t.mu.Unlock()
+		return nil
+	}
+	if pc.unused == nil {
+		pc.unused = make(chan struct{})
+	}
+	ch := pc.unused
+	t.mu.Unlock()
+	p.Waiting() // let the next teardown in line speak meanwhile
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
 }
 
 // waitActive waits until no connection is in use by a request, or ctx is done.

@@ -228,7 +228,7 @@ func teardownFromSpan(s sdktrace.ReadOnlySpan) teardown {
 		case "network.protocol.version":
 			td.Protocol = protoName(v.AsString())
 		case "error.type":
-			td.ErrorType = v.Emit()
+			td.ErrorType = v.String()
 		}
 	}
 	td.Server = fmt.Sprintf("%s:%d", host, port)
