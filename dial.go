@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/endwell/endwell/shutdown"
+	"golang.org/x/net/proxy"
 )
 
 // dialForPool is the pool's Dial: it makes a connection for key's target (see dialTarget),
@@ -37,7 +38,13 @@ func (t *Transport) dial(ctx context.Context, tg *target) (*conn, error) {
 	if tg.proxy != nil {
 		dialAddr = proxyAddr(tg.proxy)
 	}
-	nc, err := t.dialTCP(ctx, dialAddr, trace)
+	var nc net.Conn
+	var err error
+	if tg.proxy != nil && isSOCKS(tg.proxy) {
+		nc, err = t.dialSOCKS(ctx, tg, trace)
+	} else {
+		nc, err = t.dialTCP(ctx, dialAddr, trace)
+	}
 	if err != nil {
 		op := "dial"
 		if tg.proxy != nil {
@@ -59,7 +66,7 @@ func (t *Transport) dial(ctx context.Context, tg *target) (*conn, error) {
 		}
 		top = tunnel
 	}
-	if tg.proxy != nil && tg.scheme == "https" {
+	if tg.proxy != nil && tg.scheme == "https" && !isSOCKS(tg.proxy) {
 		if err := t.connect(ctx, top, tg); err != nil {
 			abort()
 			return nil, &DialError{Op: "proxy", Addr: dialAddr, Err: err}
@@ -72,7 +79,7 @@ func (t *Transport) dial(ctx context.Context, tg *target) (*conn, error) {
 			tunnelWatch = shutdown.Watch(tunnel)
 			inner = tunnelWatch
 		}
-		tc, err := t.handshake(ctx, inner, tg.host, t.alpn(), trace)
+		tc, err := t.handshake(ctx, inner, tg.host, t.alpn(tg), trace)
 		if err != nil {
 			abort()
 			return nil, &DialError{Op: "tls", Addr: tg.addr, Err: err}
@@ -82,7 +89,7 @@ func (t *Transport) dial(ctx context.Context, tg *target) (*conn, error) {
 	pc := newConn(t, tg.key, raw, top)
 	pc.tunnel, pc.tunnelWatch = tunnel, tunnelWatch
 	pc.serverAddr = tg.addr
-	pc.proxied = tg.proxy != nil && tg.scheme == "http"
+	pc.proxied = tg.proxy != nil && tg.scheme == "http" && !isSOCKS(tg.proxy)
 	version := "1.1"
 	if h2, err := t.wantH2(tg, top); h2 || err != nil {
 		if err == nil {
@@ -242,6 +249,55 @@ func (t *Transport) connect(ctx context.Context, c net.Conn, tg *target) error {
 	return nil
 }
 
+// isSOCKS reports whether the proxy URL u is a SOCKS5 proxy: socks5:// or socks5h://.
+func isSOCKS(u *url.URL) bool { return u.Scheme == "socks5" || u.Scheme == "socks5h" }
+
+// dialSOCKS dials tg's SOCKS5 proxy and asks it for a connection to tg's server
+// (golang.org/x/net/proxy; RFC 1928, and RFC 1929's username and password from the proxy
+// URL). The server's name goes to the proxy unresolved, for socks5:// as for socks5h://,
+// as net/http does. It returns the TCP connection to the proxy, which carries the
+// server's bytes from then on: SOCKS adds nothing to say at the end, so its teardown is
+// the TCP socket's (and the TLS session's over it, for https).
+func (t *Transport) dialSOCKS(ctx context.Context, tg *target, trace *httptrace.ClientTrace) (net.Conn, error) {
+	var auth *proxy.Auth
+	if u := tg.proxy.User; u != nil {
+		auth = &proxy.Auth{User: u.Username()}
+		auth.Password, _ = u.Password()
+	}
+	var nc net.Conn
+	fwd := socksForward(func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := t.dialTCP(ctx, addr, trace)
+		nc = c
+		return c, err
+	})
+	d, err := proxy.SOCKS5("tcp", proxyAddr(tg.proxy), auth, fwd)
+	if err != nil {
+		return nil, err
+	}
+	// The exchange is bounded as CONNECT's is: by ctx's deadline, else by a minute.
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, connectTimeout)
+		defer cancel()
+	}
+	if _, err := d.(proxy.ContextDialer).DialContext(ctx, "tcp", tg.addr); err != nil {
+		return nil, err // x/net closed nc
+	}
+	// x/net's connection wraps nc only to report the proxy's bound address.
+	return nc, nil
+}
+
+// socksForward is how x/net's SOCKS5 dialer reaches the proxy: through endwell's dialer.
+type socksForward func(ctx context.Context, network, addr string) (net.Conn, error)
+
+func (f socksForward) Dial(network, addr string) (net.Conn, error) {
+	return f(context.Background(), network, addr)
+}
+
+func (f socksForward) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	return f(ctx, network, addr)
+}
+
 // connectTimeout bounds a CONNECT exchange whose context has no deadline.
 const connectTimeout = time.Minute
 
@@ -257,9 +313,13 @@ func (e *ProxyConnectError) Error() string { return "proxy refused CONNECT: " + 
 func proxyAddr(u *url.URL) string {
 	port := u.Port()
 	if port == "" {
-		port = "80"
-		if u.Scheme == "https" {
+		switch u.Scheme {
+		case "https":
 			port = "443"
+		case "socks5", "socks5h":
+			port = "1080"
+		default:
+			port = "80"
 		}
 	}
 	return joinHostPort(u.Hostname(), port)

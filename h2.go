@@ -74,10 +74,12 @@ func (t *Transport) protocols() http.Protocols {
 	return p
 }
 
-// alpn returns the protocols to offer in a TLS handshake with the server.
-func (t *Transport) alpn() []string {
+// alpn returns the protocols to offer in a TLS handshake with tg's server.
+func (t *Transport) alpn(tg *target) []string {
 	p := t.cfg.protocols
 	switch {
+	case tg.h1Only:
+		return []string{"http/1.1"}
 	case p.HTTP2() && p.HTTP1():
 		return []string{"h2", "http/1.1"}
 	case p.HTTP2():
@@ -96,7 +98,7 @@ func (t *Transport) h2c() bool {
 // shareDials is the pool's ShareDials: requests to a server likely to speak HTTP/2 wait
 // for a dial in progress rather than dial their own.
 func (t *Transport) shareDials(key string) bool {
-	if t.DisableKeepAlives {
+	if t.DisableKeepAlives || strings.HasPrefix(key, h1KeyPrefix) {
 		return false
 	}
 	if rest, ok := strings.CutPrefix(key, "proxy "); ok {
@@ -204,7 +206,7 @@ func (t *Transport) wantH2(tg *target, top net.Conn) (bool, error) {
 		}
 		return false, nil
 	}
-	if tg.scheme == "http" && tg.proxy == nil && t.h2c() {
+	if tg.scheme == "http" && tg.proxy == nil && t.h2c() && !tg.h1Only {
 		return true, nil
 	}
 	if !p.HTTP1() {

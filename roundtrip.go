@@ -169,6 +169,20 @@ type target struct {
 	host   string   // the server's host, for TLS's ServerName
 	proxy  *url.URL // nil for a direct connection
 	cached bool     // in t.targets: the pool's dial finds it by key
+	// h1Only says the request needs HTTP/1.1 (an Upgrade, such as WebSocket's): its
+	// connections offer nothing else, and its pool key starts with h1KeyPrefix.
+	h1Only bool
+}
+
+// h1KeyPrefix starts the pool keys of HTTP/1.1-only targets.
+const h1KeyPrefix = "h1 "
+
+// requiresHTTP1 reports whether req can only be served over HTTP/1.1: it asks to upgrade
+// the connection (WebSocket's handshake, and any other Upgrade), which HTTP/2 forbids.
+// net/http routes WebSocket upgrades so and fails the others over HTTP/2; endwell sends
+// them all over HTTP/1.1.
+func requiresHTTP1(req *http.Request) bool {
+	return len(req.Header["Upgrade"]) > 0 && httpguts.HeaderValuesContainsToken(req.Header["Connection"], "upgrade")
 }
 
 func (t *Transport) targetFor(req *http.Request) (*target, error) {
@@ -176,7 +190,7 @@ func (t *Transport) targetFor(req *http.Request) (*target, error) {
 		return t.newTarget(req)
 	}
 	// Without a proxy, a target depends on the URL's scheme and host only: reuse it.
-	k := targetCacheKey{req.URL.Scheme, req.URL.Host}
+	k := targetCacheKey{req.URL.Scheme, req.URL.Host, requiresHTTP1(req)}
 	tc := &t.targets
 	tc.mu.RLock()
 	tg := tc.m[k]
@@ -222,15 +236,19 @@ func (t *Transport) dialTarget(ctx context.Context, key string) *target {
 	if tg != nil {
 		return tg
 	}
-	scheme, addr, ok := strings.Cut(key, "://")
+	rest, h1Only := strings.CutPrefix(key, h1KeyPrefix)
+	scheme, addr, ok := strings.Cut(rest, "://")
 	host, _, err := net.SplitHostPort(addr)
 	if !ok || err != nil || (scheme != "http" && scheme != "https") {
 		return nil
 	}
-	return &target{key: key, scheme: scheme, addr: addr, host: host}
+	return &target{key: key, scheme: scheme, addr: addr, host: host, h1Only: h1Only}
 }
 
-type targetCacheKey struct{ scheme, host string }
+type targetCacheKey struct {
+	scheme, host string
+	h1Only       bool
+}
 
 // maxCachedTargets bounds the cache: a client of many hosts starts it afresh when full.
 const maxCachedTargets = 1024
@@ -246,14 +264,16 @@ func (t *Transport) newTarget(req *http.Request) (*target, error) {
 		}
 	}
 	addr := joinHostPort(host, port)
-	tg := &target{scheme: u.Scheme, addr: addr, host: host}
+	tg := &target{scheme: u.Scheme, addr: addr, host: host, h1Only: requiresHTTP1(req)}
 	if t.Proxy != nil {
 		pu, err := t.Proxy(req)
 		if err != nil {
 			return nil, &DialError{Op: "proxy", Addr: addr, Err: err}
 		}
 		if pu != nil {
-			if pu.Scheme != "http" && pu.Scheme != "https" {
+			switch pu.Scheme {
+			case "http", "https", "socks5", "socks5h":
+			default:
 				return nil, &DialError{Op: "proxy", Addr: pu.Host, Err: fmt.Errorf("unsupported proxy scheme %q", pu.Scheme)}
 			}
 			tg.proxy = pu
@@ -262,11 +282,14 @@ func (t *Transport) newTarget(req *http.Request) (*target, error) {
 	switch {
 	case tg.proxy == nil:
 		tg.key = u.Scheme + "://" + addr
-	case u.Scheme == "http":
-		// http:// requests share the proxy's connections, whatever their server.
+	case u.Scheme == "http" && !isSOCKS(tg.proxy):
+		// http:// requests share an HTTP proxy's connections, whatever their server.
 		tg.key = "proxy " + tg.proxy.String()
 	default:
 		tg.key = "proxy " + tg.proxy.String() + " " + u.Scheme + "://" + addr
+	}
+	if tg.h1Only {
+		tg.key = h1KeyPrefix + tg.key
 	}
 	return tg, nil
 }
@@ -349,7 +372,7 @@ func (t *Transport) closedErr() error {
 
 // proxyAuth returns the Proxy-Authorization value for the proxy of an http:// pool key.
 func (t *Transport) proxyAuth(key string) string {
-	pu, err := url.Parse(strings.TrimPrefix(key, "proxy "))
+	pu, err := url.Parse(strings.TrimPrefix(strings.TrimPrefix(key, h1KeyPrefix), "proxy "))
 	if err != nil || pu.User == nil {
 		return ""
 	}
