@@ -103,8 +103,8 @@ func newConn(t *Transport, key string, raw *shutdown.Conn, nc net.Conn) *conn {
 	if tc, ok := nc.(*tls.Conn); ok {
 		pc.tlsc = tc
 	}
-	pc.br = bufio.NewReaderSize(connReader{pc}, 4<<10)
-	pc.bw = bufio.NewWriterSize(connWriter{pc}, 4<<10)
+	pc.br = bufio.NewReaderSize(connReader{pc}, t.cfg.readBufferSize)
+	pc.bw = bufio.NewWriterSize(connWriter{pc}, t.cfg.writeBufferSize)
 	return pc
 }
 

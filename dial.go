@@ -38,6 +38,9 @@ func (t *Transport) dial(ctx context.Context, tg *target) (*conn, error) {
 	if tg.proxy != nil {
 		dialAddr = proxyAddr(tg.proxy)
 	}
+	if tg.scheme == "https" && tg.proxy == nil && t.cfg.dialTLS != nil {
+		return t.dialUserTLS(ctx, tg, trace)
+	}
 	var nc net.Conn
 	var err error
 	if tg.proxy != nil && isSOCKS(tg.proxy) {
@@ -88,24 +91,64 @@ func (t *Transport) dial(ctx context.Context, tg *target) (*conn, error) {
 	}
 	pc := newConn(t, tg.key, raw, top)
 	pc.tunnel, pc.tunnelWatch = tunnel, tunnelWatch
-	pc.serverAddr = tg.addr
 	pc.proxied = tg.proxy != nil && tg.scheme == "http" && !isSOCKS(tg.proxy)
+	return t.finishDial(ctx, tg, pc)
+}
+
+// finishDial starts HTTP/2 on pc if its server chose it, and makes pc ready for the pool.
+// On error it closes pc's socket.
+func (t *Transport) finishDial(ctx context.Context, tg *target, pc *conn) (*conn, error) {
+	pc.serverAddr = tg.addr
 	version := "1.1"
-	if h2, err := t.wantH2(tg, top); h2 || err != nil {
+	if h2, err := t.wantH2(tg, pc.nc); h2 || err != nil {
 		if err == nil {
 			err = t.startH2(ctx, pc)
 		}
 		if err != nil {
-			abort()
+			pc.raw.Close()
 			return nil, &DialError{Op: "h2", Addr: tg.addr, Err: err}
 		}
 		version = "2"
 	}
-	pc.tel = newConnTelemetry(tg.addr, raw.RemoteAddr(), version)
+	pc.tel = newConnTelemetry(tg.addr, pc.raw.RemoteAddr(), version)
 	if pc.h2 != nil {
 		pc.h2.start()
 	}
 	return pc, nil
+}
+
+// dialUserTLS makes the connection of an https:// request with DialTLSContext (or
+// DialTLS), completing the TLS handshake if the dialer did not, as net/http does. See
+// [Transport.DialTLSContext] for what endwell sees of such a connection.
+func (t *Transport) dialUserTLS(ctx context.Context, tg *target, trace *httptrace.ClientTrace) (*conn, error) {
+	c, err := t.cfg.dialTLS(ctx, "tcp", tg.addr)
+	if err == nil && c == nil {
+		err = errors.New("DialTLSContext returned (nil, nil)")
+	}
+	if err != nil {
+		return nil, &DialError{Op: "tls", Addr: tg.addr, Err: err}
+	}
+	tc, ok := c.(*tls.Conn)
+	if !ok {
+		// An opaque connection: no TLS layer of ours over it.
+		raw := shutdown.Watch(c)
+		return t.finishDial(ctx, tg, newConn(t, tg.key, raw, raw))
+	}
+	raw := shutdown.Watch(tc.NetConn())
+	if !tc.ConnectionState().HandshakeComplete {
+		if trace != nil && trace.TLSHandshakeStart != nil {
+			trace.TLSHandshakeStart()
+		}
+		err := tc.HandshakeContext(ctx)
+		if trace != nil && trace.TLSHandshakeDone != nil {
+			trace.TLSHandshakeDone(tc.ConnectionState(), err)
+		}
+		if err != nil {
+			raw.Close()
+			return nil, &DialError{Op: "tls", Addr: tg.addr, Err: err}
+		}
+	}
+	return t.finishDial(ctx, tg, newConn(t, tg.key, raw, tc))
 }
 
 // dialTCP dials addr. With the default dialer and a trace that wants DNS events, it
@@ -202,7 +245,16 @@ func (t *Transport) tlsConfig(serverName string, alpn []string) *tls.Config {
 
 // connect asks the proxy on c for a tunnel to tg's server.
 func (t *Transport) connect(ctx context.Context, c net.Conn, tg *target) error {
-	hdr := t.ProxyConnectHeader.Clone()
+	var hdr http.Header
+	if t.GetProxyConnectHeader != nil {
+		h, err := t.GetProxyConnectHeader(ctx, tg.proxy, tg.addr)
+		if err != nil {
+			return err
+		}
+		hdr = h.Clone()
+	} else {
+		hdr = t.ProxyConnectHeader.Clone()
+	}
 	if hdr == nil {
 		hdr = make(http.Header)
 	}
@@ -240,6 +292,11 @@ func (t *Transport) connect(ctx context.Context, c net.Conn, tg *target) error {
 		return err
 	}
 	resp.Body.Close()
+	if t.OnProxyConnectResponse != nil {
+		if err := t.OnProxyConnectResponse(ctx, tg.proxy, req, resp); err != nil {
+			return err
+		}
+	}
 	if resp.StatusCode != http.StatusOK {
 		return &ProxyConnectError{StatusCode: resp.StatusCode, Status: resp.Status}
 	}

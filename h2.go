@@ -63,14 +63,16 @@ type h2Conn struct {
 }
 
 // protocols returns the protocols the transport speaks: Protocols, or HTTP/1.1 and
-// HTTP/2 if it is nil or empty.
+// HTTP/2 if it is nil or empty (HTTP/1.1 alone if TLSNextProto is non-nil without "h2",
+// as in net/http).
 func (t *Transport) protocols() http.Protocols {
 	if p := t.Protocols; p != nil && (p.HTTP1() || p.HTTP2() || p.UnencryptedHTTP2()) {
 		return *p
 	}
 	var p http.Protocols
 	p.SetHTTP1(true)
-	p.SetHTTP2(true)
+	_, h2 := t.TLSNextProto["h2"]
+	p.SetHTTP2(t.TLSNextProto == nil || h2)
 	return p
 }
 
@@ -143,6 +145,25 @@ func (t *Transport) startH2(ctx context.Context, pc *conn) error {
 		// IdleConnTimeout stays 0: the pool times idle connections out, and ends them
 		// with a GOAWAY.
 		CountError: h.countError,
+	}
+	if c := t.HTTP2; c != nil {
+		t2.MaxDecoderHeaderTableSize = uint32(max(c.MaxDecoderHeaderTableSize, 0))
+		t2.MaxEncoderHeaderTableSize = uint32(max(c.MaxEncoderHeaderTableSize, 0))
+		t2.MaxReadFrameSize = uint32(max(c.MaxReadFrameSize, 0))
+		t2.WriteByteTimeout = max(c.WriteByteTimeout, 0)
+		t2.StrictMaxConcurrentStreams = c.StrictMaxConcurrentRequests
+		if t.ReadIdleTimeout == 0 {
+			t2.ReadIdleTimeout = max(c.SendPingTimeout, 0)
+		}
+		if t.PingTimeout == 0 {
+			t2.PingTimeout = max(c.PingTimeout, 0)
+		}
+		if count := c.CountError; count != nil {
+			t2.CountError = func(errType string) {
+				h.countError(errType)
+				count(errType)
+			}
+		}
 	}
 	cc, err := t2.NewClientConn(w)
 	if err != nil {

@@ -20,6 +20,14 @@ import (
 // possibly after returning.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	t.init()
+	if m := t.altProto.Load(); m != nil && req.URL != nil {
+		if rt := (*m)[req.URL.Scheme]; rt != nil {
+			resp, err := rt.RoundTrip(req)
+			if err != http.ErrSkipAltProtocol {
+				return resp, err
+			}
+		}
+	}
 	if err := t.checkRequest(req); err != nil {
 		if req.Body != nil {
 			req.Body.Close()

@@ -52,6 +52,31 @@ type Transport struct {
 	// resolves names itself so that httptrace's DNS hooks fire.
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 
+	// Dial dials the TCP connections when DialContext is nil.
+	//
+	// Deprecated: Use DialContext, which can be cancelled, as in [http.Transport].
+	Dial func(network, addr string) (net.Conn, error)
+
+	// DialTLSContext, if set, makes the TLS connections of https:// requests that go to
+	// the server directly (not through a proxy), as in [http.Transport]: DialContext,
+	// TLSClientConfig and TLSHandshakeTimeout are then not used for them. endwell
+	// completes the handshake if the dialer did not, and reads ALPN from it (a server
+	// that chose h2 is spoken to in HTTP/2).
+	//
+	// endwell's endings need the TCP socket under the TLS session: when the returned
+	// connection is a *[tls.Conn], endwell takes the socket from its NetConn and ends the
+	// connection as any other (close_notify, FIN, drain; aborts without close_notify),
+	// but it no longer sees the session's reads at the TCP level, so its records cannot
+	// tell the server's close_notify from a bare FIN. Any other connection type (a TLS
+	// library of its own) is treated as opaque: it is spoken to in HTTP/1.1 and its
+	// endings are a close of the connection, whatever that library's Close sends.
+	DialTLSContext func(ctx context.Context, network, addr string) (net.Conn, error)
+
+	// DialTLS is DialTLSContext without a context, used when DialTLSContext is nil.
+	//
+	// Deprecated: Use DialTLSContext, as in [http.Transport].
+	DialTLS func(network, addr string) (net.Conn, error)
+
 	// TLSClientConfig configures TLS. Zero means the default configuration. It is cloned
 	// before use; its NextProtos are replaced by the protocols this transport speaks.
 	TLSClientConfig *tls.Config
@@ -104,6 +129,43 @@ type Transport struct {
 	// ProxyConnectHeader holds headers sent with CONNECT requests to a proxy.
 	ProxyConnectHeader http.Header
 
+	// GetProxyConnectHeader, if set, returns the headers to send to proxyURL with the
+	// CONNECT request for target (host:port), as in [http.Transport]; ProxyConnectHeader
+	// is then ignored. If it returns an error, the request fails with that error.
+	GetProxyConnectHeader func(ctx context.Context, proxyURL *url.URL, target string) (http.Header, error)
+
+	// OnProxyConnectResponse, if set, is called with the proxy's response to a CONNECT
+	// request, before its status is checked, as in [http.Transport]. If it returns an
+	// error, the request fails with that error and the connection is aborted.
+	OnProxyConnectResponse func(ctx context.Context, proxyURL *url.URL, connectReq *http.Request, connectRes *http.Response) error
+
+	// WriteBufferSize and ReadBufferSize are the sizes of an HTTP/1.1 connection's write
+	// and read buffers. Zero means 4 KiB, as in [http.Transport]. HTTP/2 connections use
+	// x/net's buffers.
+	WriteBufferSize int
+	ReadBufferSize  int
+
+	// ForceAttemptHTTP2 is accepted for compatibility with [http.Transport]. endwell
+	// always offers HTTP/2 over TLS, with a custom dialer or TLS configuration too,
+	// unless Protocols or TLSNextProto say otherwise: the field changes nothing.
+	ForceAttemptHTTP2 bool
+
+	// TLSNextProto, as in [http.Transport], turns HTTP/2 off when it is non-nil and has no
+	// "h2" entry (a non-nil empty map is the historical way to disable HTTP/2), unless
+	// Protocols is set, which then decides. endwell speaks HTTP/2 itself: an "h2"
+	// function is never called, and functions for other protocols are not offered in
+	// ALPN.
+	TLSNextProto map[string]func(authority string, c *tls.Conn) http.RoundTripper
+
+	// HTTP2 configures HTTP/2, as in [http.Transport]. Zero means x/net's defaults. These
+	// fields apply: MaxDecoderHeaderTableSize, MaxEncoderHeaderTableSize,
+	// MaxReadFrameSize, SendPingTimeout and PingTimeout (when ReadIdleTimeout and
+	// PingTimeout are zero), WriteByteTimeout, StrictMaxConcurrentRequests and CountError.
+	// MaxReceiveBufferPerConnection and MaxReceiveBufferPerStream are not (x/net's client
+	// connection has no such settings; its windows are 1 GiB and 4 MiB);
+	// MaxConcurrentStreams and PermitProhibitedCipherSuites are a server's.
+	HTTP2 *http.HTTP2Config
+
 	// ShutdownTimeout is the budget of each graceful close: when it runs out the socket is
 	// closed underneath. Zero means 2 seconds.
 	ShutdownTimeout time.Duration
@@ -145,6 +207,11 @@ type Transport struct {
 	// connection metrics. Nil means the global provider, otel.GetMeterProvider().
 	MeterProvider meterProvider
 
+	// altProto holds the RoundTrippers of RegisterProtocol, by scheme; nil until the
+	// first. Its map is never changed once stored: RegisterProtocol stores a new one.
+	altProto   atomic.Pointer[map[string]http.RoundTripper]
+	altProtoMu sync.Mutex // serialises RegisterProtocol
+
 	// onTeardown, if set, sees every teardown record (tests).
 	onTeardown func(*shutdown.Record)
 
@@ -179,7 +246,10 @@ const (
 // config is the Transport's configuration with defaults filled in, set once by init.
 type config struct {
 	dial                  func(ctx context.Context, network, addr string) (net.Conn, error)
+	dialTLS               func(ctx context.Context, network, addr string) (net.Conn, error) // nil: dial, then endwell's handshake
 	ownDialer             bool
+	readBufferSize        int
+	writeBufferSize       int
 	tlsHandshakeTimeout   time.Duration
 	idleTimeout           time.Duration
 	responseHeaderTimeout time.Duration
@@ -202,6 +272,15 @@ func (t *Transport) init() {
 	t.initOnce.Do(func() {
 		c := &t.cfg
 		c.dial = t.DialContext
+		if c.dial == nil && t.Dial != nil {
+			dial := t.Dial
+			c.dial = func(_ context.Context, network, addr string) (net.Conn, error) { return dial(network, addr) }
+		}
+		c.dialTLS = t.DialTLSContext
+		if c.dialTLS == nil && t.DialTLS != nil {
+			dial := t.DialTLS
+			c.dialTLS = func(_ context.Context, network, addr string) (net.Conn, error) { return dial(network, addr) }
+		}
 		if c.dial == nil {
 			c.ownDialer = true
 			d := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
@@ -213,6 +292,8 @@ func (t *Transport) init() {
 		c.expectContinueTimeout = defaulted(t.ExpectContinueTimeout, time.Second)
 		c.maxHeaderBytes = defaulted(t.MaxResponseHeaderBytes, 1<<20)
 		c.budget = defaulted(t.ShutdownTimeout, shutdown.DefaultBudget)
+		c.readBufferSize = max(defaulted(t.ReadBufferSize, 4<<10), 1)
+		c.writeBufferSize = max(defaulted(t.WriteBufferSize, 4<<10), 1)
 		c.maxDrainBytes = defaulted(t.MaxDrainBytes, 256<<10)
 		c.maxDrainTime = defaulted(t.MaxDrainTime, 100*time.Millisecond)
 		c.protocols = t.protocols()
@@ -360,4 +441,117 @@ func (t *Transport) Close() error {
 	t.engine.ForceAll(ErrClosed)
 	t.engine.Wait(context.Background())
 	return nil
+}
+
+// Clone returns a new Transport with t's configuration: a deep copy of its exported
+// fields, as [http.Transport.Clone] makes. The clone has its own pool and connections.
+func (t *Transport) Clone() *Transport {
+	c := &Transport{
+		Proxy:                  t.Proxy,
+		DialContext:            t.DialContext,
+		Dial:                   t.Dial,
+		DialTLSContext:         t.DialTLSContext,
+		DialTLS:                t.DialTLS,
+		TLSHandshakeTimeout:    t.TLSHandshakeTimeout,
+		DisableKeepAlives:      t.DisableKeepAlives,
+		DisableCompression:     t.DisableCompression,
+		MaxIdleConns:           t.MaxIdleConns,
+		MaxIdleConnsPerHost:    t.MaxIdleConnsPerHost,
+		MaxConnsPerHost:        t.MaxConnsPerHost,
+		IdleConnTimeout:        t.IdleConnTimeout,
+		ResponseHeaderTimeout:  t.ResponseHeaderTimeout,
+		ExpectContinueTimeout:  t.ExpectContinueTimeout,
+		MaxResponseHeaderBytes: t.MaxResponseHeaderBytes,
+		ProxyConnectHeader:     t.ProxyConnectHeader.Clone(),
+		GetProxyConnectHeader:  t.GetProxyConnectHeader,
+		OnProxyConnectResponse: t.OnProxyConnectResponse,
+		WriteBufferSize:        t.WriteBufferSize,
+		ReadBufferSize:         t.ReadBufferSize,
+		ForceAttemptHTTP2:      t.ForceAttemptHTTP2,
+		ShutdownTimeout:        t.ShutdownTimeout,
+		MaxDrainBytes:          t.MaxDrainBytes,
+		MaxDrainTime:           t.MaxDrainTime,
+		ReadIdleTimeout:        t.ReadIdleTimeout,
+		PingTimeout:            t.PingTimeout,
+		MaxConnLifetime:        t.MaxConnLifetime,
+		TracerProvider:         t.TracerProvider,
+		MeterProvider:          t.MeterProvider,
+	}
+	if t.TLSClientConfig != nil {
+		c.TLSClientConfig = t.TLSClientConfig.Clone()
+	}
+	if t.Protocols != nil {
+		p := *t.Protocols
+		c.Protocols = &p
+	}
+	if t.HTTP2 != nil {
+		h := *t.HTTP2
+		c.HTTP2 = &h
+	}
+	if t.TLSNextProto != nil {
+		c.TLSNextProto = make(map[string]func(string, *tls.Conn) http.RoundTripper, len(t.TLSNextProto))
+		for k, f := range t.TLSNextProto {
+			c.TLSNextProto[k] = f
+		}
+	}
+	if m := t.altProto.Load(); m != nil {
+		c.altProto.Store(m)
+	}
+	return c
+}
+
+// RegisterProtocol registers rt for requests whose URL has the given scheme, as
+// [http.Transport.RegisterProtocol] does: RoundTrip passes them to rt, unless rt returns
+// [http.ErrSkipAltProtocol], when the Transport handles the request itself. It panics if
+// scheme is already registered.
+func (t *Transport) RegisterProtocol(scheme string, rt http.RoundTripper) {
+	t.altProtoMu.Lock()
+	defer t.altProtoMu.Unlock()
+	old := t.altProto.Load()
+	m := make(map[string]http.RoundTripper)
+	if old != nil {
+		if _, exists := (*old)[scheme]; exists {
+			panic("protocol " + scheme + " already registered")
+		}
+		for k, v := range *old {
+			m[k] = v
+		}
+	}
+	m[scheme] = rt
+	t.altProto.Store(&m)
+}
+
+// CancelRequest does nothing: endwell cancels a request through its context only
+// ([http.Request.WithContext]), which [http.Client] cancels too, on its Timeout. It is
+// here so that code written for [http.Transport] compiles.
+//
+// Deprecated: Use [http.Request.WithContext] to make a request with a cancelable
+// context, as for [http.Transport], whose CancelRequest cannot cancel HTTP/2 requests
+// either.
+func (t *Transport) CancelRequest(req *http.Request) {}
+
+// NewClientConn returns a connection to the server at address for scheme ("http" or
+// "https"), not in any pool, as [http.Transport.NewClientConn] does. Its type is
+// net/http's, which only net/http can make: the connection is made and spoken by a
+// net/http Transport with this Transport's dialers, TLS configuration, timeouts and
+// protocols, and it ends as net/http ends connections (close_notify on every close),
+// not through endwell's engine. Use the Transport itself for endwell's endings.
+func (t *Transport) NewClientConn(ctx context.Context, scheme, address string) (*http.ClientConn, error) {
+	t.init()
+	nt := &http.Transport{
+		DialContext:            t.cfg.dial,
+		DialTLSContext:         t.cfg.dialTLS,
+		TLSClientConfig:        t.TLSClientConfig,
+		TLSHandshakeTimeout:    t.cfg.tlsHandshakeTimeout,
+		DisableCompression:     t.DisableCompression,
+		ResponseHeaderTimeout:  t.ResponseHeaderTimeout,
+		ExpectContinueTimeout:  t.cfg.expectContinueTimeout,
+		MaxResponseHeaderBytes: t.cfg.maxHeaderBytes,
+		WriteBufferSize:        t.cfg.writeBufferSize,
+		ReadBufferSize:         t.cfg.readBufferSize,
+		HTTP2:                  t.HTTP2,
+	}
+	p := t.cfg.protocols
+	nt.Protocols = &p
+	return nt.NewClientConn(ctx, scheme, address)
 }
