@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/endwell/endwell/shutdown"
@@ -43,17 +44,17 @@ func (t *Transport) dial(ctx context.Context, tg *target) (*conn, error) {
 	}
 	var nc net.Conn
 	var err error
+	reached := false // the SOCKS proxy was reached, and refused or failed the connection
 	if tg.proxy != nil && isSOCKS(tg.proxy) {
-		nc, err = t.dialSOCKS(ctx, tg, trace)
+		nc, reached, err = t.dialSOCKS(ctx, tg, trace)
 	} else {
 		nc, err = t.dialTCP(ctx, dialAddr, trace)
 	}
 	if err != nil {
-		op := "dial"
-		if tg.proxy != nil {
-			op = "proxy"
+		if tg.proxy == nil {
+			return nil, dialFailure("dial", dialAddr, err, false)
 		}
-		return nil, &DialError{Op: op, Addr: dialAddr, Err: err}
+		return nil, dialFailure("proxy", dialAddr, err, !reached)
 	}
 	raw := shutdown.Watch(nc)
 	// abort closes the socket of a connection that failed to set up: no goodbye.
@@ -65,14 +66,14 @@ func (t *Transport) dial(ctx context.Context, tg *target) (*conn, error) {
 		tunnel, err = t.handshake(ctx, raw, tg.proxy.Hostname(), []string{"http/1.1"}, trace)
 		if err != nil {
 			abort()
-			return nil, &DialError{Op: "tls", Addr: dialAddr, Err: err}
+			return nil, dialFailure("tls", dialAddr, err, true)
 		}
 		top = tunnel
 	}
 	if tg.proxy != nil && tg.scheme == "https" && !isSOCKS(tg.proxy) {
 		if err := t.connect(ctx, top, tg); err != nil {
 			abort()
-			return nil, &DialError{Op: "proxy", Addr: dialAddr, Err: err}
+			return nil, dialFailure("proxy", dialAddr, err, false)
 		}
 	}
 	var tunnelWatch *shutdown.Conn // what the inner TLS reads: the tunnel, watched
@@ -85,7 +86,7 @@ func (t *Transport) dial(ctx context.Context, tg *target) (*conn, error) {
 		tc, err := t.handshake(ctx, inner, tg.host, t.alpn(tg), trace)
 		if err != nil {
 			abort()
-			return nil, &DialError{Op: "tls", Addr: tg.addr, Err: err}
+			return nil, dialFailure("tls", tg.addr, err, false)
 		}
 		top = tc
 	}
@@ -126,7 +127,7 @@ func (t *Transport) dialUserTLS(ctx context.Context, tg *target, trace *httptrac
 		err = errors.New("DialTLSContext returned (nil, nil)")
 	}
 	if err != nil {
-		return nil, &DialError{Op: "tls", Addr: tg.addr, Err: err}
+		return nil, dialFailure("tls", tg.addr, err, false)
 	}
 	tc, ok := c.(*tls.Conn)
 	if !ok {
@@ -145,7 +146,7 @@ func (t *Transport) dialUserTLS(ctx context.Context, tg *target, trace *httptrac
 		}
 		if err != nil {
 			raw.Close()
-			return nil, &DialError{Op: "tls", Addr: tg.addr, Err: err}
+			return nil, dialFailure("tls", tg.addr, err, false)
 		}
 	}
 	return t.finishDial(ctx, tg, newConn(t, tg.key, raw, tc))
@@ -315,21 +316,24 @@ func isSOCKS(u *url.URL) bool { return u.Scheme == "socks5" || u.Scheme == "sock
 // as net/http does. It returns the TCP connection to the proxy, which carries the
 // server's bytes from then on: SOCKS adds nothing to say at the end, so its teardown is
 // the TCP socket's (and the TLS session's over it, for https).
-func (t *Transport) dialSOCKS(ctx context.Context, tg *target, trace *httptrace.ClientTrace) (net.Conn, error) {
+//
+// reached reports whether the proxy was reached: a failure is then the proxy's answer (or
+// the SOCKS exchange's), not the dial's.
+func (t *Transport) dialSOCKS(ctx context.Context, tg *target, trace *httptrace.ClientTrace) (nc net.Conn, reached bool, err error) {
 	var auth *proxy.Auth
 	if u := tg.proxy.User; u != nil {
 		auth = &proxy.Auth{User: u.Username()}
 		auth.Password, _ = u.Password()
 	}
-	var nc net.Conn
+	var dialErr error
 	fwd := socksForward(func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := t.dialTCP(ctx, addr, trace)
-		nc = c
+		nc, dialErr = c, err
 		return c, err
 	})
 	d, err := proxy.SOCKS5("tcp", proxyAddr(tg.proxy), auth, fwd)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	// The exchange is bounded as CONNECT's is: by ctx's deadline, else by a minute.
 	if _, ok := ctx.Deadline(); !ok {
@@ -338,10 +342,13 @@ func (t *Transport) dialSOCKS(ctx context.Context, tg *target, trace *httptrace.
 		defer cancel()
 	}
 	if _, err := d.(proxy.ContextDialer).DialContext(ctx, "tcp", tg.addr); err != nil {
-		return nil, err // x/net closed nc
+		if dialErr != nil {
+			return nil, false, dialErr
+		}
+		return nil, true, err // x/net closed nc
 	}
 	// x/net's connection wraps nc only to report the proxy's bound address.
-	return nc, nil
+	return nc, true, nil
 }
 
 // socksForward is how x/net's SOCKS5 dialer reaches the proxy: through endwell's dialer.
@@ -358,14 +365,56 @@ func (f socksForward) DialContext(ctx context.Context, network, addr string) (ne
 // connectTimeout bounds a CONNECT exchange whose context has no deadline.
 const connectTimeout = time.Minute
 
-// ProxyConnectError reports a proxy that refused a CONNECT tunnel.
+// ProxyConnectError reports a proxy that refused a CONNECT tunnel. The request was not sent:
+// errors.Is(err, ErrNotSent) is true.
 type ProxyConnectError struct {
 	StatusCode int
 	Status     string
 }
 
-// Error says which status the proxy answered.
-func (e *ProxyConnectError) Error() string { return "proxy refused CONNECT: " + e.Status }
+// Error is the text of the proxy's status ("Forbidden" for "403 Forbidden"), as
+// net/http's error for a refused CONNECT says.
+func (e *ProxyConnectError) Error() string {
+	if _, text, ok := strings.Cut(e.Status, " "); ok {
+		return text
+	}
+	return "unknown status code"
+}
+
+// Is reports whether target is ErrNotSent.
+func (e *ProxyConnectError) Is(target error) bool { return target == ErrNotSent }
+
+// dialFailure returns the error of a failed dial, proxy exchange or TLS handshake as
+// net/http returns it, with endwell's classification inside its chain:
+//
+//   - a *[net.OpError] (a refused or failed dial, a TLS alert, a reset) stays the error
+//     RoundTrip returns, with its message; a [DialError] is slipped in under it, quiet
+//     (its Error is its Err's), so that errors.As finds it and errors.Is(err, ErrNotSent)
+//     holds;
+//   - the TLS errors that net/http returns bare (*[tls.CertificateVerificationError],
+//     [tls.RecordHeaderError], [tls.AlertError]) are returned as they are: code such as
+//     go-retryablehttp's default policy asserts their type at that depth;
+//   - anything else is wrapped in a quiet DialError, whose message is the error's own;
+//   - when proxied is set (the dial of a proxy, or the TLS handshake with an https
+//     proxy), the result is wrapped as net/http wraps it: a *net.OpError with Op
+//     "proxyconnect".
+func dialFailure(op, addr string, err error, proxied bool) error {
+	var out error
+	switch e := err.(type) {
+	case *net.OpError:
+		cp := *e
+		cp.Err = &DialError{Op: op, Addr: addr, Err: e.Err, quiet: true}
+		out = &cp
+	case *tls.CertificateVerificationError, tls.RecordHeaderError, tls.AlertError:
+		out = err
+	default:
+		out = &DialError{Op: op, Addr: addr, Err: err, quiet: true}
+	}
+	if proxied {
+		out = &net.OpError{Op: "proxyconnect", Net: "tcp", Err: out}
+	}
+	return out
+}
 
 func proxyAddr(u *url.URL) string {
 	port := u.Port()

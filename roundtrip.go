@@ -276,7 +276,7 @@ func (t *Transport) newTarget(req *http.Request) (*target, error) {
 	if t.Proxy != nil {
 		pu, err := t.Proxy(req)
 		if err != nil {
-			return nil, &DialError{Op: "proxy", Addr: addr, Err: err}
+			return nil, dialFailure("proxy", addr, err, false) // the Proxy func's error, as net/http
 		}
 		if pu != nil {
 			switch pu.Scheme {

@@ -347,16 +347,31 @@ func (e *timeoutError) Temporary() bool { return true }
 
 // DialError reports a failure to establish a connection: the TCP dial, the proxy's CONNECT
 // or the TLS handshake. The request was not sent: errors.Is(err, ErrNotSent) is true.
+//
+// Where net/http returns an error of its own type for such a failure (a *[net.OpError]
+// for a refused dial, a TLS alert or a reset, wrapped in another with Op "proxyconnect"
+// for a proxy's), RoundTrip returns that error, type and message unchanged, with the
+// DialError inside its chain: find it with [errors.As]. Its Error is then its Err's
+// message alone, so that the outer message stays net/http's. A certificate that fails
+// verification is returned as crypto/tls reports it (a *[tls.CertificateVerificationError],
+// as in net/http): it does not match ErrNotSent, and is not worth retrying.
 type DialError struct {
 	// Op is "dial", "proxy", "tls" or "h2" (the server's HTTP/2 preface: SETTINGS).
 	Op string
 	// Addr is the address dialled: the server's, or the proxy's for Op "proxy".
 	Addr string
 	Err  error
+
+	quiet bool // inside a net/http-shaped error: Error is Err's
 }
 
 // Error says which step failed, for which address, and why.
-func (e *DialError) Error() string { return "endwell: " + e.Op + " " + e.Addr + ": " + e.Err.Error() }
+func (e *DialError) Error() string {
+	if e.quiet {
+		return e.Err.Error()
+	}
+	return "endwell: " + e.Op + " " + e.Addr + ": " + e.Err.Error()
+}
 
 // Unwrap returns the underlying error.
 func (e *DialError) Unwrap() error { return e.Err }

@@ -101,8 +101,12 @@ func (f *fetcher) fetch(ctx context.Context, u string) fetchResult {
 // describe explains a request's failure in a sentence, with a hint where one helps.
 func describe(err error, timeout time.Duration) string {
 	var ue *url.Error
+	host := "the server"
 	if errors.As(err, &ue) {
 		err = ue.Err
+		if u, perr := url.Parse(ue.URL); perr == nil {
+			host = u.Host
+		}
 	}
 	var (
 		de  *endwell.DialError
@@ -110,13 +114,16 @@ func describe(err error, timeout time.Duration) string {
 		cve *tls.CertificateVerificationError
 		re  tls.RecordHeaderError
 	)
+	// A failed dial or handshake comes back as net/http returns it (a certificate error or
+	// a record header error bare, a *net.OpError otherwise), with endwell's DialError
+	// inside its chain where it has one.
 	switch {
+	case errors.As(err, &cve):
+		return fmt.Sprintf("TLS handshake with %s failed: the server's certificate is not trusted: %v (use -insecure to skip verification)", host, cve.Err)
+	case errors.As(err, &re), errors.Is(err, http.ErrSchemeMismatch):
+		return fmt.Sprintf("TLS handshake with %s failed: the server does not speak TLS (try http://)", host)
 	case errors.As(err, &de) && de.Op == "tls":
 		switch {
-		case errors.As(err, &cve):
-			return fmt.Sprintf("TLS handshake with %s failed: the server's certificate is not trusted: %v (use -insecure to skip verification)", de.Addr, cve.Err)
-		case errors.As(err, &re):
-			return fmt.Sprintf("TLS handshake with %s failed: the server does not speak TLS (try http://)", de.Addr)
 		case de.Timeout():
 			return fmt.Sprintf("TLS handshake with %s timed out", de.Addr)
 		}
