@@ -327,7 +327,7 @@ func (h *h2Conn) closedByNet() {
 // another connection).
 var errGoAwayAtOnce = errors.New("server sent GOAWAY at once")
 
-var errH2PingTimeout error = &timeoutError{"endwell: HTTP/2 connection lost: no answer to PING"}
+var errH2PingTimeout error = &timeoutError{msg: "endwell: HTTP/2 connection lost: no answer to PING"}
 
 // refreshCapacity tells the pool the server's new MAX_CONCURRENT_STREAMS after a SETTINGS
 // that followed the first one.

@@ -68,7 +68,10 @@ func RetryPolicy(next retryablehttp.CheckRetry) retryablehttp.CheckRetry {
 			if errors.Is(err, ErrNotSent) {
 				return next(ctx, resp, err)
 			}
-			if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			// A response header timeout matches DeadlineExceeded too (as net/http's), but
+			// it is the transport's: an idempotent request may go again.
+			if !errors.Is(err, ErrResponseHeaderTimeout) &&
+				(errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
 				return false, nil
 			}
 		}

@@ -321,8 +321,9 @@ var (
 	// requests that Shutdown aborted when its context ended. It unwraps to [net.ErrClosed].
 	ErrShutdown error = &closedError{"endwell: transport shut down"}
 	// ErrResponseHeaderTimeout is returned when [Transport.ResponseHeaderTimeout] runs out.
-	// It is a [net.Error] whose Timeout method reports true.
-	ErrResponseHeaderTimeout error = &timeoutError{"endwell: timeout awaiting response headers"}
+	// It is a [net.Error] whose Timeout method reports true, and it matches
+	// [context.DeadlineExceeded], as net/http's does.
+	ErrResponseHeaderTimeout error = &timeoutError{msg: "endwell: timeout awaiting response headers", deadline: true}
 	// ErrNotSent matches (with [errors.Is]) every error after which the request certainly
 	// did not reach the server: dial and TLS failures, and a connection found closed before
 	// any of the request was written. Such a request is safe to retry whatever its method.
@@ -339,9 +340,15 @@ type closedError struct{ msg string }
 func (e *closedError) Error() string { return e.msg }
 func (e *closedError) Unwrap() error { return net.ErrClosed }
 
-type timeoutError struct{ msg string }
+type timeoutError struct {
+	msg      string
+	deadline bool // matches context.DeadlineExceeded
+}
 
-func (e *timeoutError) Error() string   { return e.msg }
+func (e *timeoutError) Error() string { return e.msg }
+func (e *timeoutError) Is(target error) bool {
+	return e.deadline && target == context.DeadlineExceeded
+}
 func (e *timeoutError) Timeout() bool   { return true }
 func (e *timeoutError) Temporary() bool { return true }
 

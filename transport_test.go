@@ -1190,6 +1190,9 @@ func TestRoundTripErrors(t *testing.T) {
 				if !errors.Is(err, endwell.ErrResponseHeaderTimeout) {
 					t.Errorf("error: got %v, want %v", err, endwell.ErrResponseHeaderTimeout)
 				}
+				if !errors.Is(err, context.DeadlineExceeded) {
+					t.Errorf("errors.Is(%v, context.DeadlineExceeded): got false, want true, as net/http's", err)
+				}
 				var ne net.Error
 				if got, want := errors.As(err, &ne) && ne.Timeout(), true; got != want {
 					t.Errorf("net.Error with Timeout(): got %v, want %v", got, want)
