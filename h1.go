@@ -256,7 +256,18 @@ func (ex *exchange) closeReqBody() {
 }
 
 // fail ends the exchange: it aborts the connection (unless something else ended it
-// first, whose cause then wins) and returns the error the caller should see.
+// first, whose cause then wins) and returns the error the caller should see. Only the
+// exchange's owner calls it: the request's goroutine, then the body's lock holder, then
+// the drain.
+//
+// fail never waits, not for the body writer either. A body writer's own error says more
+// than the read error it caused, and needs no wait to be found: the writer, failing on the
+// request body, aborts the connection with that error as the cause, and the cause is
+// recorded before the socket closes (conn.endBy), so every read error the abort causes
+// finds it as the close cause below. A writer that failed after something else ended the
+// connection caused nothing here: the first cause wins. The writer itself is left to end
+// on its own: it fails on the dead connection or returns with the request body's Read, and
+// its result channel is buffered.
 func (ex *exchange) fail(err error) error {
 	if ex.stopCtx != nil {
 		ex.stopCtx()
@@ -264,19 +275,15 @@ func (ex *exchange) fail(err error) error {
 	ex.pc.abort(err)
 	ex.release(err)
 	err = ex.pc.requestErr(err)
-	// A body writer's own error says more than the read error it caused.
-	if ex.bw != nil {
-		if berr := ex.waitBody(50 * time.Millisecond); berr != nil {
-			var bre *bodyReadError
-			if errors.As(berr, &bre) {
-				return bre.err
-			}
-		}
+	var bre *bodyReadError
+	if errors.As(err, &bre) {
+		return bre.err
 	}
 	return err
 }
 
-// waitBody waits up to d for the body writer's result.
+// waitBody waits up to d for the body writer's result. Only finish calls it: in the
+// request's goroutine, a body's Read at EOF, or the drain; never in Close.
 func (ex *exchange) waitBody(d time.Duration) error {
 	if ex.bodyDone {
 		return ex.bodyResult
@@ -517,22 +524,34 @@ func (s *switchedBody) Close() error {
 
 // body is a response body read from the connection in the reader's goroutine.
 //
-// mu is held by Read while it reads; Close uses TryLock, so a Close concurrent with a
-// blocked Read aborts the connection (which makes the Read return) instead of waiting.
+// Until the exchange ends, it is owned by whoever holds mu: a Read, Close, or Close's
+// finisher. Close uses TryLock and never waits for the lock: when a Read holds it, blocked
+// on the connection, Close only aborts the connection (conn.abort is safe from any
+// goroutine: its decision is a compare-and-swap), which makes the Read return, and leaves
+// the rest of the ending to the lock: the Read, on its error, or a later Read, or the
+// finisher, whichever takes the lock first, ends the exchange (fail: the context's watch,
+// the release, the body writer's state) under it, exactly once (done).
 type body struct {
-	ex        *exchange
-	rc        io.ReadCloser // http.ReadResponse's body
-	mu        sync.Mutex    // guards the following, and rc
-	remaining int64         // bytes still expected, or -1 when unknown
-	done      bool          // EOF seen or Close called
-	closed    bool          // Close called
-	err       error         // error to return from now on
+	ex *exchange
+	rc io.ReadCloser // http.ReadResponse's body
+	// closing is set by the first Close; Read checks it first, under mu, and from then on
+	// returns ErrBodyClosed.
+	closing atomic.Bool
+
+	mu        sync.Mutex // guards the following, rc, and the exchange until done
+	remaining int64      // bytes still expected, or -1 when unknown
+	done      bool       // the exchange has ended, or was handed to the drain
+	err       error      // error to return once done (EOF or a read error)
 }
 
 func (b *body) Read(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closed {
+	if b.closing.Load() {
+		// Close was called. If it found the lock taken, it only aborted the connection:
+		// the exchange is ended here if the Read that held the lock returned data, not
+		// an error, and the finisher has not run yet.
+		b.endLocked()
 		return 0, ErrBodyClosed
 	}
 	if b.done {
@@ -550,6 +569,8 @@ func (b *body) Read(p []byte) (int, error) {
 		var ne net.Error
 		switch {
 		case b.ex.pc.closeCause() != nil:
+			// Ended from elsewhere (a concurrent Close, the context, Transport.Close):
+			// fail reports that cause.
 		case errors.Is(err, io.ErrUnexpectedEOF):
 			// Truncated by the server: a FIN before Content-Length or the last chunk.
 		case errors.As(err, &ne):
@@ -562,31 +583,49 @@ func (b *body) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// endLocked ends the exchange of a body closed before its end, unless it has ended: it
+// aborts the connection and releases it. It never waits.
+func (b *body) endLocked() {
+	if b.done {
+		return
+	}
+	b.done, b.err = true, ErrBodyClosed
+	b.ex.fail(ErrBodyClosed)
+}
+
 // Close ends the body. Before its end, the rest is drained in the background when it is
 // small enough to arrive within MaxDrainBytes and MaxDrainTime, and the connection reused;
-// otherwise the connection is aborted. Close never blocks.
+// otherwise the connection is aborted. Close never blocks: not on a concurrent Read, nor on
+// the request body's writer.
 func (b *body) Close() error {
+	if b.closing.Swap(true) {
+		return nil // closed already, or being closed by another goroutine
+	}
 	if !b.mu.TryLock() {
-		// A Read is blocked in another goroutine: abort, which unblocks it.
-		b.ex.fail(ErrBodyClosed)
+		// A Read holds the lock, blocked on the connection (or about to return): the
+		// exchange is its own. Abort, which unblocks it, and touch nothing else.
+		b.ex.pc.abort(ErrBodyClosed)
+		// The finisher: it ends the exchange once the Read lets go of the lock, in case
+		// no Read does it (one that returned data read before the abort). It exits then;
+		// the abort bounds its wait.
+		go func() {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			b.endLocked()
+		}()
 		return nil
 	}
 	defer b.mu.Unlock()
-	if b.closed {
-		return nil
-	}
-	b.closed = true
 	if b.done {
 		return nil
 	}
-	b.done = true
-	ex := b.ex
-	pc := ex.pc
-	t := pc.t
+	t := b.ex.pc.t
 	if t.cfg.maxDrainBytes < 0 || t.cfg.maxDrainTime < 0 || b.remaining > t.cfg.maxDrainBytes {
-		ex.fail(ErrBodyClosed)
+		b.endLocked()
 		return nil
 	}
+	// The drain owns the exchange from now on; Read no longer touches rc (closing).
+	b.done = true
 	// The drain: it discards the rest of the body within the limits, then reuses or
 	// aborts the connection. It exits by the drain deadline at the latest.
 	go b.drain()
