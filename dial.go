@@ -11,8 +11,11 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
+	"runtime"
 	"strings"
+	"sync"
 	"time"
+	"weak"
 
 	"github.com/endwell/endwell/shutdown"
 	"golang.org/x/net/proxy"
@@ -385,16 +388,16 @@ func (e *ProxyConnectError) Error() string {
 func (e *ProxyConnectError) Is(target error) bool { return target == ErrNotSent }
 
 // dialFailure returns the error of a failed dial, proxy exchange or TLS handshake as
-// net/http returns it, with endwell's classification inside its chain:
+// net/http returns it, down to the types inside its chain:
 //
-//   - a *[net.OpError] (a refused or failed dial, a TLS alert, a reset) stays the error
-//     RoundTrip returns, with its message; a [DialError] is slipped in under it, quiet
-//     (its Error is its Err's), so that errors.As finds it and errors.Is(err, ErrNotSent)
-//     holds;
-//   - the TLS errors that net/http returns bare (*[tls.CertificateVerificationError],
+//   - a *[net.OpError] (a refused or failed dial, a TLS alert, a reset) and the TLS
+//     errors that net/http returns bare (*[tls.CertificateVerificationError],
 //     [tls.RecordHeaderError], [tls.AlertError]) are returned as they are: code such as
-//     go-retryablehttp's default policy asserts their type at that depth;
-//   - anything else is wrapped in a quiet DialError, whose message is the error's own;
+//     go-retryablehttp's asserts their types, and compares their chains, at those
+//     depths. [NotSent] recognises the dial's;
+//   - anything else (an error of a DialContext of the user's, a timeout of endwell's) is
+//     wrapped in a quiet [DialError], whose message is the error's own, which matches
+//     [ErrNotSent];
 //   - when proxied is set (the dial of a proxy, or the TLS handshake with an https
 //     proxy), the result is wrapped as net/http wraps it: a *net.OpError with Op
 //     "proxyconnect".
@@ -402,18 +405,48 @@ func dialFailure(op, addr string, err error, proxied bool) error {
 	var out error
 	switch e := err.(type) {
 	case *net.OpError:
-		cp := *e
-		cp.Err = &DialError{Op: op, Addr: addr, Err: e.Err, quiet: true}
-		out = &cp
-	case *tls.CertificateVerificationError, tls.RecordHeaderError, tls.AlertError:
+		markDialFailure(e)
+		out = err
+	case *tls.CertificateVerificationError:
+		markDialFailure(e)
+		out = err
+	case tls.RecordHeaderError, tls.AlertError:
 		out = err
 	default:
 		out = &DialError{Op: op, Addr: addr, Err: err, quiet: true}
 	}
 	if proxied {
-		out = &net.OpError{Op: "proxyconnect", Net: "tcp", Err: out}
+		pe := &net.OpError{Op: "proxyconnect", Net: "tcp", Err: out}
+		markDialFailure(pe)
+		out = pe
 	}
 	return out
+}
+
+// dialFailures remembers the errors of net/http's types that dialFailure returned, so that
+// NotSent knows them without a mark in their chains: its keys are weak pointers
+// (weak.Pointer[T] for each T), each removed once its error is collected.
+var dialFailures sync.Map
+
+func markDialFailure[T any](e *T) {
+	wp := weak.Make(e)
+	dialFailures.Store(wp, struct{}{})
+	runtime.AddCleanup(e, func(wp weak.Pointer[T]) { dialFailures.Delete(wp) }, wp)
+}
+
+// isDialFailure reports whether err itself (not its chain) is one that dialFailure marked.
+func isDialFailure(err error) bool {
+	var key any
+	switch e := err.(type) {
+	case *net.OpError:
+		key = weak.Make(e)
+	case *tls.CertificateVerificationError:
+		key = weak.Make(e)
+	default:
+		return false
+	}
+	_, ok := dialFailures.Load(key)
+	return ok
 }
 
 func proxyAddr(u *url.URL) string {

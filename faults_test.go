@@ -237,10 +237,11 @@ func TestFaultMatrix(t *testing.T) {
 				return time.Since(start), err
 			},
 			wantErr: func(err error) bool {
-				var de *endwell.DialError
-				return errors.As(err, &de) && de.Op == "tls" && errors.Is(err, endwell.ErrNotSent) && errors.Is(err, syscall.ECONNRESET)
+				// As net/http returns it: the handshake's *net.OpError, bare.
+				_, bare := err.(*net.OpError)
+				return bare && endwell.NotSent(err) && errors.Is(err, syscall.ECONNRESET)
 			},
-			wantErrDesc: `*DialError{Op: "tls"} wrapping ECONNRESET, matching ErrNotSent`,
+			wantErrDesc: `the handshake's *net.OpError wrapping ECONNRESET, as net/http; NotSent true`,
 		},
 		{
 			name: "rst/during_headers",

@@ -555,12 +555,20 @@ type h2Body struct {
 	rc     io.ReadCloser
 	s      *h2Stream // &stream
 	stream h2Stream
+	closed atomic.Bool // Close was called: Read returns ErrBodyClosed
 }
 
 func (b *h2Body) Read(p []byte) (int, error) {
+	if b.closed.Load() {
+		return 0, ErrBodyClosed
+	}
 	n, err := b.rc.Read(p)
 	if err != nil {
-		if err != io.EOF {
+		switch {
+		case b.closed.Load():
+			// A Close while this Read was blocked: x/net's own error says the same.
+			err = ErrBodyClosed
+		case err != io.EOF:
 			if cause := b.s.h.pc.closeCause(); cause != nil {
 				err = cause
 			}
@@ -571,8 +579,9 @@ func (b *h2Body) Read(p []byte) (int, error) {
 }
 
 // Close ends the body. Before its end, x/net resets the stream (RST_STREAM CANCEL) and the
-// connection lives on.
+// connection lives on. A Read after Close, or blocked during it, returns ErrBodyClosed.
 func (b *h2Body) Close() error {
+	b.closed.Store(true)
 	err := b.rc.Close()
 	b.s.release()
 	return err

@@ -24,7 +24,7 @@ import (
 //     DefaultRetryPolicy does.
 //   - The error is one that a new attempt would meet again: a [*RequestError] (endwell
 //     refused the request), [ErrClosed] or [ErrShutdown] (the transport is ending): no retry.
-//   - The error matches [ErrNotSent] (a failed dial, proxy CONNECT or TLS handshake, a
+//   - [NotSent] reports the error (a failed dial, proxy CONNECT or TLS handshake, a
 //     refused connection, a stale keep-alive connection found dead before any byte of the
 //     request was written): the server never saw the request, so it is safe to send again
 //     whatever its method; next decides. This holds for a dial that timed out, too.
@@ -65,7 +65,7 @@ func RetryPolicy(next retryablehttp.CheckRetry) retryablehttp.CheckRetry {
 				// Sending it again would fail the same way.
 				return false, nil
 			}
-			if errors.Is(err, ErrNotSent) {
+			if NotSent(err) {
 				return next(ctx, resp, err)
 			}
 			// A response header timeout matches DeadlineExceeded too (as net/http's), but

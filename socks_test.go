@@ -2,7 +2,6 @@ package endwell
 
 import (
 	"context"
-	"errors"
 	"io"
 	"log"
 	"net"
@@ -157,8 +156,8 @@ func TestSOCKS5Proxy(t *testing.T) {
 						resp.Body.Close()
 						t.Fatal("request with wrong proxy credentials succeeded")
 					}
-					if !errors.Is(err, ErrNotSent) {
-						t.Errorf("got %v, want an error matching ErrNotSent", err)
+					if !NotSent(err) {
+						t.Errorf("NotSent(%v): got false, want true", err)
 					}
 					return
 				}

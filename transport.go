@@ -324,9 +324,11 @@ var (
 	// It is a [net.Error] whose Timeout method reports true, and it matches
 	// [context.DeadlineExceeded], as net/http's does.
 	ErrResponseHeaderTimeout error = &timeoutError{msg: "endwell: timeout awaiting response headers", deadline: true}
-	// ErrNotSent matches (with [errors.Is]) every error after which the request certainly
-	// did not reach the server: dial and TLS failures, and a connection found closed before
-	// any of the request was written. Such a request is safe to retry whatever its method.
+	// ErrNotSent matches (with [errors.Is]) errors after which the request certainly did
+	// not reach the server: endwell's dial failures ([DialError]), a proxy's refusal, a
+	// connection found closed before any of the request was written. Such a request is
+	// safe to retry whatever its method. Dial failures that come back as net/http's own
+	// error types (see [DialError]) do not carry it: use [NotSent], which knows both.
 	ErrNotSent = errors.New("endwell: request not sent")
 	// ErrBodyClosed is returned by a response body's Read after its Close.
 	ErrBodyClosed = errors.New("endwell: read on closed response body")
@@ -334,6 +336,22 @@ var (
 	// any byte of the response (a stale keep-alive connection, typically).
 	ErrServerClosedConn = errors.New("endwell: server closed connection before responding")
 )
+
+// NotSent reports whether err says the request certainly did not reach the server, so that
+// it is safe to send again whatever its method: err matches [ErrNotSent], or its chain holds
+// an error that endwell returned, as net/http's type, for a failed dial, proxy exchange or
+// TLS handshake (a *[net.OpError], a *[tls.CertificateVerificationError]).
+func NotSent(err error) bool {
+	if errors.Is(err, ErrNotSent) {
+		return true
+	}
+	for ; err != nil; err = errors.Unwrap(err) {
+		if isDialFailure(err) {
+			return true
+		}
+	}
+	return false
+}
 
 type closedError struct{ msg string }
 
@@ -355,13 +373,13 @@ func (e *timeoutError) Temporary() bool { return true }
 // DialError reports a failure to establish a connection: the TCP dial, the proxy's CONNECT
 // or the TLS handshake. The request was not sent: errors.Is(err, ErrNotSent) is true.
 //
-// Where net/http returns an error of its own type for such a failure (a *[net.OpError]
-// for a refused dial, a TLS alert or a reset, wrapped in another with Op "proxyconnect"
-// for a proxy's), RoundTrip returns that error, type and message unchanged, with the
-// DialError inside its chain: find it with [errors.As]. Its Error is then its Err's
-// message alone, so that the outer message stays net/http's. A certificate that fails
-// verification is returned as crypto/tls reports it (a *[tls.CertificateVerificationError],
-// as in net/http): it does not match ErrNotSent, and is not worth retrying.
+// Where net/http returns an error of a type of its own for such a failure (a
+// *[net.OpError] for a refused dial, a TLS alert or a reset, wrapped in another with Op
+// "proxyconnect" for a proxy's; a *[tls.CertificateVerificationError]), RoundTrip returns
+// that error as net/http does, its chain unchanged: no DialError, and no ErrNotSent in it.
+// [NotSent] and [RetryPolicy] recognise those that come from a dial. A DialError that
+// stands where net/http returns an error of no exported type (a DialContext's own error,
+// say) has that error's message.
 type DialError struct {
 	// Op is "dial", "proxy", "tls" or "h2" (the server's HTTP/2 preface: SETTINGS).
 	Op string
