@@ -212,6 +212,10 @@ type Transport struct {
 	altProto   atomic.Pointer[map[string]http.RoundTripper]
 	altProtoMu sync.Mutex // serialises RegisterProtocol
 
+	// onRelease, if set, sees every HTTP/1.1 exchange's release, with its error (tests:
+	// PutIdleConn, as in net/http, sees only those that went back to the pool).
+	onRelease atomic.Pointer[func(error)]
+
 	// onTeardown, if set, sees every teardown record (tests).
 	onTeardown func(*shutdown.Record)
 
@@ -424,9 +428,11 @@ func (e *ProtocolError) Error() string { return "endwell: malformed response: " 
 func (e *ProtocolError) Unwrap() error { return e.Err }
 
 // CloseIdleConnections closes every idle connection gracefully, in the background, and
-// returns at once. Connections in use are not touched. Many closes are paced: a few say
-// their goodbyes at a time, spread over at most half the budget, so that closing thousands
-// does not crowd out the program's other goroutines; each still ends within its budget.
+// returns at once. Connections in use are not touched; dials that no request waits for
+// any more are cancelled (they would only have gone idle). Many closes are paced: a few
+// say their goodbyes at a time, spread over at most half the budget, so that closing
+// thousands does not crowd out the program's other goroutines; each still ends within its
+// budget.
 func (t *Transport) CloseIdleConnections() {
 	t.init()
 	t.pool.CloseIdle()
@@ -439,8 +445,9 @@ func (t *Transport) CloseIdleConnections() {
 // flight is aborted, without close_notify, and the graceful closes still running are cut
 // off. The whole pool shares one deadline: the earlier of ctx's and the budget.
 //
-// Shutdown returns nil once every socket is closed, or ctx's error if it ended first (the
-// sockets are then being closed, without waiting on any peer).
+// Dials in progress are cancelled. Shutdown returns nil once every socket is closed, those
+// of the cancelled dials included, or ctx's error if it ended first (the sockets are then
+// being closed, without waiting on any peer).
 func (t *Transport) Shutdown(ctx context.Context) error {
 	t.init()
 	// Graceful closes from now on run under ctx: its deadline bounds them, its span is
@@ -454,31 +461,47 @@ func (t *Transport) Shutdown(ctx context.Context) error {
 		deadline = d
 	}
 	t.idleDeadline.Store(deadline.UnixNano())
-	t.pool.Close()
+	t.pool.Close() // cancels the dials in progress, too
 	t.idleDeadline.Store(0)
 
 	err := t.waitActive(ctx)
+	if err == nil {
+		// A dial cancelled just as it completed hands its connection to the pool, which
+		// retires it: wait for the dials before the engine.
+		err = t.pool.WaitDials(ctx)
+	}
 	if err == nil {
 		err = t.engine.Wait(ctx)
 	}
 	if err != nil {
 		t.abortActive(ErrShutdown)
 		t.engine.ForceAll(ErrShutdown)
+		t.waitDials()
 		t.engine.Wait(context.Background()) // forced teardowns end without waiting on peers
 		return ctx.Err()
 	}
 	return nil
 }
 
+// waitDials waits for the cancelled dials to return, within the budget: a DialContext that
+// ignores its context could otherwise hold Close for ever.
+func (t *Transport) waitDials() {
+	ctx, cancel := context.WithTimeout(context.Background(), t.cfg.budget)
+	defer cancel()
+	t.pool.WaitDials(ctx)
+}
+
 // Close aborts everything now: requests in flight fail with [ErrClosed], every connection is
-// closed without close_notify, graceful closes in progress are cut off. It returns once every
-// socket is closed and never waits on a peer.
+// closed without close_notify, graceful closes in progress are cut off, dials in progress
+// are cancelled. It returns once every socket is closed, and never waits on a peer (nor,
+// beyond the budget, on a DialContext that ignores its context).
 func (t *Transport) Close() error {
 	t.init()
 	t.state.Store(stateClosed)
-	t.pool.Close()
+	t.pool.Close() // cancels the dials in progress, too
 	t.abortActive(ErrClosed)
 	t.engine.ForceAll(ErrClosed)
+	t.waitDials()
 	t.engine.Wait(context.Background())
 	return nil
 }

@@ -28,9 +28,10 @@ type retired struct {
 
 // pendingDial is a gated dial waiting for the test to complete it.
 type pendingDial struct {
-	key   string
-	ctx   context.Context
-	reply chan dialReply
+	key      string
+	ctx      context.Context
+	reply    chan dialReply
+	returned chan struct{} // closed when Dial returns
 }
 
 type dialReply struct {
@@ -44,12 +45,46 @@ func (d *pendingDial) complete(capacity int) { d.reply <- dialReply{capacity: ca
 // fail makes the dial fail with err.
 func (d *pendingDial) fail(err error) { d.reply <- dialReply{err: err} }
 
+// wantCancelled wants the dial's ctx done, with cause want.
+func (d *pendingDial) wantCancelled(t *testing.T, want error) {
+	t.Helper()
+	synctest.Wait()
+	if err := d.ctx.Err(); err == nil {
+		t.Fatalf("dial ctx of %q: got no error, want it cancelled with cause %v", d.key, want)
+	}
+	if got := context.Cause(d.ctx); got != want {
+		t.Fatalf("dial ctx cause of %q: got %v, want %v", d.key, got, want)
+	}
+}
+
+// wantLive wants the dial's ctx not done.
+func (d *pendingDial) wantLive(t *testing.T) {
+	t.Helper()
+	synctest.Wait()
+	if err := d.ctx.Err(); err != nil {
+		t.Fatalf("dial ctx of %q: got error %v (cause %v), want nil", d.key, err, context.Cause(d.ctx))
+	}
+}
+
+// wantReturned wants Dial to have returned.
+func (d *pendingDial) wantReturned(t *testing.T) {
+	t.Helper()
+	synctest.Wait()
+	select {
+	case <-d.returned:
+	default:
+		t.Fatalf("dial of %q: still running, want it returned", d.key)
+	}
+}
+
 // harness runs a pool over fakeConns, counts dials and records retirements.
 type harness struct {
 	t     *testing.T
 	p     *Pool[*fakeConn]
 	gated bool              // dials wait for the test (dial, complete, fail)
+	hang  bool              // gated dials also return when their ctx is done
 	dials chan *pendingDial // gated dials
+	slow  time.Duration     // how long Retire takes
 
 	mu       sync.Mutex // guards the following
 	ids      int
@@ -62,6 +97,17 @@ type harnessOption func(*harness, *Config[*fakeConn])
 
 // gated makes every dial wait for the test to complete or fail it.
 func gated() harnessOption { return func(h *harness, _ *Config[*fakeConn]) { h.gated = true } }
+
+// hanging makes every dial wait for the test, as gated does, or for its ctx to be done: it
+// then fails with the ctx's cause, as a dial to a server that never answers does.
+func hanging() harnessOption {
+	return func(h *harness, _ *Config[*fakeConn]) { h.gated, h.hang = true, true }
+}
+
+// slowRetire makes every Retire call take d before it records the retirement.
+func slowRetire(d time.Duration) harnessOption {
+	return func(h *harness, _ *Config[*fakeConn]) { h.slow = d }
+}
 
 // capacity sets the capacity of ungated dials (default 1).
 func capacity(n int) harnessOption {
@@ -85,9 +131,19 @@ func (h *harness) dial(ctx context.Context, key string) (*fakeConn, int, error) 
 	n := h.capacity
 	h.mu.Unlock()
 	if h.gated {
-		d := &pendingDial{key: key, ctx: ctx, reply: make(chan dialReply)}
+		d := &pendingDial{key: key, ctx: ctx, reply: make(chan dialReply), returned: make(chan struct{})}
+		defer close(d.returned)
 		h.dials <- d
-		r := <-d.reply
+		var done <-chan struct{}
+		if h.hang {
+			done = ctx.Done()
+		}
+		var r dialReply
+		select {
+		case r = <-d.reply:
+		case <-done:
+			r.err = context.Cause(ctx)
+		}
 		if r.err != nil {
 			return nil, 0, r.err
 		}
@@ -105,6 +161,7 @@ func (h *harness) retire(c *fakeConn, why Reason) {
 	if !lockFree(&h.p.mu) {
 		h.t.Errorf("Retire(%v, %v) called with the pool's lock held", c, why)
 	}
+	time.Sleep(h.slow)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.retired = append(h.retired, retired{c.id, why})
@@ -290,7 +347,7 @@ func (p *Pool[C]) invariantErr() error {
 			return fmt.Errorf("life heap holds a connection out of the pool")
 		}
 	}
-	idle := 0
+	idle, dials := 0, 0
 	for key, ks := range p.keys {
 		if ks.key != key {
 			return fmt.Errorf("key %q holds the state of %q", key, ks.key)
@@ -311,9 +368,28 @@ func (p *Pool[C]) invariantErr() error {
 				return fmt.Errorf("key %q: shared list holds %d/%d uses unshared=%v expired=%v", key, c.uses, c.capacity, c.unshared, c.expired)
 			}
 		}
-		if ks.conns != ks.dialing+ks.active+ks.idle.len {
-			return fmt.Errorf("key %q: conns %d != dialing %d + active %d + idle %d", key, ks.conns, ks.dialing, ks.active, ks.idle.len)
+		if ks.conns != len(ks.dials)+ks.active+ks.idle.len {
+			return fmt.Errorf("key %q: conns %d != dialing %d + active %d + idle %d", key, ks.conns, len(ks.dials), ks.active, ks.idle.len)
 		}
+		abandoned := 0
+		for i, d := range ks.dials {
+			if d.index != i {
+				return fmt.Errorf("key %q: dial at %d has index %d", key, i, d.index)
+			}
+			if d.w.ks != ks {
+				return fmt.Errorf("key %q: dial for a waiter of %q", key, d.w.ks.key)
+			}
+			if d.cancelled {
+				abandoned++
+				if d.w.el != nil {
+					return fmt.Errorf("key %q: cancelled dial whose waiter still waits", key)
+				}
+			}
+		}
+		if abandoned != ks.abandoned {
+			return fmt.Errorf("key %q: got %d cancelled dials, want abandoned %d", key, abandoned, ks.abandoned)
+		}
+		dials += len(ks.dials)
 		if p.cfg.MaxPerKey > 0 && ks.conns > p.cfg.MaxPerKey {
 			return fmt.Errorf("key %q: got %d conns, want at most %d", key, ks.conns, p.cfg.MaxPerKey)
 		}
@@ -326,6 +402,12 @@ func (p *Pool[C]) invariantErr() error {
 	}
 	if idle != p.idle.len {
 		return fmt.Errorf("got %d idle over keys, want %d", idle, p.idle.len)
+	}
+	if p.dialsRunning < dials {
+		return fmt.Errorf("got %d dial goroutines running, want at least the %d dials in progress", p.dialsRunning, dials)
+	}
+	if p.dialsRunning == 0 && p.dialsDone != nil {
+		return fmt.Errorf("dialsDone kept with no dial running")
 	}
 	return nil
 }

@@ -5,7 +5,8 @@
 // which connection serves a request and which connection leaves: it keeps idle lists,
 // per-key limits, FIFO queues of waiting requests, idle timeouts and lifetimes. It never
 // does I/O itself: it makes connections through [Config.Dial] and hands the ones it drops
-// to [Config.Retire], which decides how they end.
+// to [Config.Retire], which decides how they end. Dials belong to the pool too: it
+// cancels those that no request waits for any more, and [Pool.WaitDials] waits for them.
 //
 // A connection may serve several requests at once (HTTP/2 streams): its capacity says how
 // many. Each [Pool.Get] takes one use of a connection and each [Pool.Put] gives one back.
@@ -57,8 +58,14 @@ func (r Reason) String() string {
 }
 
 // ErrClosed is the error of a Get after Close, and of a Get that was waiting when the
-// pool closed.
+// pool closed. It is also the cause (context.Cause) of the context of every dial that
+// was in progress when the pool closed.
 var ErrClosed = errors.New("pool: closed")
+
+// ErrDialAbandoned is the cause (context.Cause) of the context of a dial that no request
+// waits for any more: the last Get waiting for its key gave up, or CloseIdle was called
+// while no Get waited for its key. No Get ever returns it.
+var ErrDialAbandoned = errors.New("pool: dial abandoned: no request waits for it")
 
 // Config configures a [Pool]. The zero value of every field but Dial is valid and means
 // what its doc says.
@@ -89,10 +96,23 @@ type Config[C any] struct {
 
 	// Dial makes a new connection for key. It must be set.
 	//
-	// ctx carries the values of the request that caused the dial but is never cancelled
-	// by it (context.WithoutCancel): a dial outlives a cancelled Get and serves the next
-	// waiter, or goes idle. Dial should bound its own time. Each dial runs in a goroutine
-	// of its own.
+	// ctx carries the values of the request that caused the dial, but not its deadline
+	// nor its cancellation (context.WithoutCancel): a dial outlives the Get that started
+	// it while other Gets of key wait, and serves the first of them, or goes idle. The
+	// pool cancels ctx itself, with a cause (context.Cause) that says why, when the dial
+	// can serve no one:
+	//   - when the last Get waiting for key gives up (its ctx is done) while the dial
+	//     is in progress ([ErrDialAbandoned]);
+	//   - on CloseIdle, if no Get waits for key ([ErrDialAbandoned]);
+	//   - on Close ([ErrClosed]).
+	// Dial should return promptly once ctx is done, and should still bound its own time
+	// (a handshake timeout): while any Get of key waits, nothing cancels ctx. An error
+	// returned after ctx was cancelled is reported to no one; a connection returned after
+	// it (a race) is used as any other: it serves a waiter, goes idle, or after Close is
+	// retired (Closed). ctx is for the dial alone: the connection Dial returns must not
+	// depend on it, for the pool may still cancel it between Dial's return and the moment
+	// it places the connection (never later). Each dial runs in a goroutine of its own;
+	// [Pool.WaitDials] waits for them.
 	//
 	// capacity is how many requests may use the connection at once: 1 for HTTP/1.1, the
 	// server's MAX_CONCURRENT_STREAMS for HTTP/2. Less than 1 counts as 1.
@@ -104,7 +124,8 @@ type Config[C any] struct {
 	//
 	// Retire is called without the pool's lock held, from the goroutine whose call caused
 	// it (Get, Put, CloseIdle, Close), from the goroutine of the dial that made the
-	// connection, or from the pool's timer goroutine. It may call the pool's methods.
+	// connection, or from the pool's timer goroutine. It may call the pool's methods,
+	// except WaitDials, which waits for the Retire calls made by dial goroutines.
 	// Connections that leave through Remove, TakeIdle, or the true result of Put or
 	// Unshare are not retired: their caller ends them.
 	Retire func(c C, why Reason)
@@ -169,7 +190,7 @@ type KeyStats struct {
 	Conns   int // connections counted against MaxPerKey: Dialing + Active + Idle
 	Active  int // connections in use by at least one request
 	Idle    int // connections on the idle list
-	Dialing int // dials in progress
+	Dialing int // dials in progress, cancelled ones included until Dial returns
 	Waiting int // Gets waiting for a connection
 	Uses    int // requests using connections now (more than Active when shared)
 }
@@ -194,20 +215,28 @@ type Pool[C any] struct {
 	life    lifeHeap[C] // connections with a lifetime that have not been found past it
 	timer   *time.Timer // runs onTimer; nil until first needed
 	timerAt time.Time   // when timer fires; zero if it is not armed
+
+	// dialsRunning counts the dial goroutines that have not finished (see WaitDials).
+	// It outlives the dial's entry in keyState.dials: a goroutine finishes only once it
+	// has handed its connection to Retire, after releasing mu.
+	dialsRunning int
+	dialsDone    chan struct{} // closed when dialsRunning falls to 0; nil if no one waits
 }
 
 // keyState is what the pool keeps for one key. It exists while the key has connections
 // (dialling included) or waiters. All fields are guarded by Pool.mu.
 type keyState[C any] struct {
 	key     string
-	conns   int // dialing + active + idle: what MaxPerKey limits
-	dialing int
+	conns   int // len(dials) + active + idle: what MaxPerKey limits
 	active  int // connections with uses > 0
 	uses    int // sum of uses
 	lastCap int // capacity of the last connection dialled (or SetCapacity); 0 if none yet
 	share   shareState
 	idle    connList[C] // most recently used first
 	shared  connList[C] // in use, with spare capacity, taking new uses
+
+	dials     []*dialJob[C] // dials in progress, in no order (dialJob.index)
+	abandoned int           // how many of dials are cancelled: no new Get shares those
 
 	waiters   list.List // *waiter[C]: every waiting Get, in arrival order
 	dialWait  list.List // *waiter[C]: waiters with no dial, for want of a slot (MaxPerKey)
@@ -230,6 +259,15 @@ type waiter[C any] struct {
 	el    *list.Element  // in ks.waiters; nil once the waiter is woken or gone
 	sub   *list.Element  // in subOf (ks.dialWait or ks.shareWait), or nil
 	subOf *list.List
+}
+
+// dialJob is a dial in progress. It is on its key's dials from startDialLocked until its
+// goroutine places the result. Its fields are guarded by Pool.mu.
+type dialJob[C any] struct {
+	w         *waiter[C]              // the Get the dial was started for; w.el is nil once it is gone
+	cancel    context.CancelCauseFunc // cancels the ctx given to Config.Dial
+	cancelled bool                    // cancel was called
+	index     int                     // in keyState.dials
 }
 
 type result[C any] struct {
@@ -265,8 +303,10 @@ func New[C any](cfg Config[C]) *Pool[C] {
 //
 // A dial's error is returned to the Get that started the dial only, if it is still
 // waiting; other waiters keep waiting, and may dial. A Get that started a dial may be
-// served first by a connection that frees up; its dial then serves the next waiter, or
-// goes idle. If ctx is done when Get is called, Get returns its error at once.
+// served first by a connection that frees up, or give up; its dial then goes on and
+// serves the next waiter, or goes idle. But when the last Get waiting for key gives up,
+// every dial of key in progress is cancelled ([ErrDialAbandoned]; see Config.Dial): no
+// request waits for it. If ctx is done when Get is called, Get returns its error at once.
 //
 // The caller gives the use back with Put, or drops the connection with Remove.
 func (p *Pool[C]) Get(ctx context.Context, key string) (*Conn[C], GetInfo, error) {
@@ -324,7 +364,7 @@ func (p *Pool[C]) Get(ctx context.Context, key string) (*Conn[C], GetInfo, error
 		if ks.share == shareUnknown && share != shareUnknown {
 			ks.share = share
 		}
-		if ks.share == shareUnknown && ks.dialing > 0 && ks.lastCap == 0 && p.cfg.ShareDials != nil {
+		if ks.share == shareUnknown && ks.liveDials() > 0 && ks.lastCap == 0 && p.cfg.ShareDials != nil {
 			// Ask outside the lock, then look again: things may have moved meanwhile.
 			p.mu.Unlock()
 			share = shareNo
@@ -358,6 +398,11 @@ func (p *Pool[C]) Get(ctx context.Context, key string) (*Conn[C], GetInfo, error
 	p.mu.Lock()
 	if w.el != nil {
 		p.unqueueLocked(w)
+		if ks.waiters.Len() == 0 {
+			// The last waiter of ks gave up: its dials serve no one now. While others
+			// wait, every dial goes on, this one's included: see abandonDialsLocked.
+			p.abandonDialsLocked(ks, ErrDialAbandoned)
+		}
 		p.maybeForgetLocked(ks)
 		p.mu.Unlock()
 		return nil, GetInfo{}, context.Cause(ctx)
@@ -490,8 +535,11 @@ func (p *Pool[C]) Unshare(c *Conn[C]) (drop bool) {
 	return false
 }
 
-// CloseIdle retires every idle connection (CloseIdle), least recently used first. It
-// does not wait for the connections to end: that is Retire's business.
+// CloseIdle retires every idle connection (CloseIdle), least recently used first, and
+// cancels the dials in progress of every key that no Get waits for ([ErrDialAbandoned]):
+// they would only have gone idle. Dials of keys with waiters go on. CloseIdle does not
+// wait for the connections to end, which is Retire's business, nor for the cancelled
+// dials to return (see WaitDials).
 func (p *Pool[C]) CloseIdle() {
 	p.mu.Lock()
 	rs := make([]retirement[C], 0, p.idle.len)
@@ -499,15 +547,21 @@ func (p *Pool[C]) CloseIdle() {
 		p.dropLocked(c)
 		rs = append(rs, retirement[C]{c, CloseIdle})
 	}
+	for _, ks := range p.keys {
+		if ks.waiters.Len() == 0 {
+			p.abandonDialsLocked(ks, ErrDialAbandoned)
+		}
+	}
 	p.mu.Unlock()
 	p.retire(rs)
 }
 
 // Close closes the pool: from now on Get fails with ErrClosed, Gets waiting wake with
-// ErrClosed, idle connections are retired (Closed), and so are connections whose last
-// use ends later (Put) or whose dial completes later. Close does not wait for
-// connections in use or dials in progress. Remove and Stats keep working. Close is safe
-// to call more than once.
+// ErrClosed, every dial in progress is cancelled ([ErrClosed]), idle connections are
+// retired (Closed), and so are connections whose last use ends later (Put) or whose dial
+// completes later. No dial starts after Close. Close does not wait for connections in use,
+// nor for the dials to return: WaitDials does. Remove, Stats and WaitDials keep working.
+// Close is safe to call more than once.
 func (p *Pool[C]) Close() {
 	p.mu.Lock()
 	if p.closed {
@@ -528,10 +582,41 @@ func (p *Pool[C]) Close() {
 		for e := ks.waiters.Front(); e != nil; e = ks.waiters.Front() {
 			p.wakeLocked(e.Value.(*waiter[C]), result[C]{err: ErrClosed})
 		}
+		p.abandonDialsLocked(ks, ErrClosed)
 		p.maybeForgetLocked(ks)
 	}
 	p.mu.Unlock()
 	p.retire(rs)
+}
+
+// WaitDials waits until no dial is in progress: every dial goroutine has returned from
+// Config.Dial and placed its result (handed its connection to a Get, put it on the idle
+// list, or passed it to Config.Retire and seen Retire return). It returns nil then, or
+// context.Cause(ctx) if ctx is done first. If no dial is in progress it returns nil at
+// once, whatever ctx.
+//
+// WaitDials is safe to call concurrently with every other method, but until Close, Gets
+// may start new dials at any moment: it only reports that there was a moment with none.
+// After Close no dial starts, and the dials in progress are cancelled, so WaitDials
+// returns once each Dial has honoured its cancelled ctx. Retire and Dial must not call
+// WaitDials: it would wait for the very goroutine that calls it.
+func (p *Pool[C]) WaitDials(ctx context.Context) error {
+	p.mu.Lock()
+	if p.dialsRunning == 0 {
+		p.mu.Unlock()
+		return nil
+	}
+	if p.dialsDone == nil {
+		p.dialsDone = make(chan struct{})
+	}
+	done := p.dialsDone
+	p.mu.Unlock()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
 }
 
 // Stats returns a snapshot of the pool's counts. It allocates only the map it returns.
@@ -544,7 +629,7 @@ func (p *Pool[C]) Stats() Stats {
 			Conns:   ks.conns,
 			Active:  ks.active,
 			Idle:    ks.idle.len,
-			Dialing: ks.dialing,
+			Dialing: len(ks.dials),
 			Waiting: ks.waiters.Len(),
 			Uses:    ks.uses,
 		}
@@ -559,10 +644,16 @@ func (p *Pool[C]) Stats() Stats {
 	return s
 }
 
-// dial runs one Config.Dial for ks on behalf of waiter w, and places its result. It runs
-// in a goroutine of its own, started by startDialLocked, so that the dial outlives a
-// cancelled Get; it exits once Dial has returned and its result is placed.
-func (p *Pool[C]) dial(ctx context.Context, ks *keyState[C], w *waiter[C]) {
+// dial runs one Config.Dial for ks, as job d, and places its result. It runs in a
+// goroutine of its own, started by startDialLocked, so that the dial outlives a Get
+// that gives up while others wait; it exits once Dial has returned and its result is
+// placed, and counts itself out of dialsRunning last, for WaitDials.
+//
+// If d was cancelled, its Get is gone: the pool cancels only dials of keys with no
+// waiter (abandonDialsLocked) or after Close, which woke every waiter, and a Get that
+// left never comes back. So an error after cancellation goes to no one, and a connection
+// after cancellation serves whoever waits now, or goes idle, or is retired after Close.
+func (p *Pool[C]) dial(ctx context.Context, ks *keyState[C], d *dialJob[C]) {
 	v, capacity, err := p.cfg.Dial(ctx, ks.key)
 	var life time.Duration
 	if err == nil && p.cfg.Lifetime != nil {
@@ -573,7 +664,8 @@ func (p *Pool[C]) dial(ctx context.Context, ks *keyState[C], w *waiter[C]) {
 
 	p.mu.Lock()
 	now := time.Now() // under the lock, so that the idle list stays in time order
-	ks.dialing--
+	ks.removeDial(d)
+	w := d.w
 	if err != nil {
 		ks.conns--
 		if w.el != nil {
@@ -581,6 +673,7 @@ func (p *Pool[C]) dial(ctx context.Context, ks *keyState[C], w *waiter[C]) {
 		}
 		p.scheduleLocked(ks)
 		p.maybeForgetLocked(ks)
+		p.dialDoneLocked()
 		p.mu.Unlock()
 		return
 	}
@@ -605,8 +698,25 @@ func (p *Pool[C]) dial(ctx context.Context, ks *keyState[C], w *waiter[C]) {
 		}
 		p.scheduleLocked(ks) // waiters that shared this dial in vain go on
 	}
+	if len(rs) == 0 {
+		p.dialDoneLocked()
+		p.mu.Unlock()
+		return
+	}
 	p.mu.Unlock()
 	p.retire(rs)
+	p.mu.Lock()
+	p.dialDoneLocked()
+	p.mu.Unlock()
+}
+
+// dialDoneLocked counts a dial goroutine out, and wakes WaitDials when it was the last.
+func (p *Pool[C]) dialDoneLocked() {
+	p.dialsRunning--
+	if p.dialsRunning == 0 && p.dialsDone != nil {
+		close(p.dialsDone)
+		p.dialsDone = nil
+	}
 }
 
 // onTimer retires the idle connections past their idle timeout or lifetime, marks the
@@ -700,18 +810,48 @@ func (p *Pool[C]) canDialLocked(ks *keyState[C]) bool {
 }
 
 // shareDialLocked reports whether a new waiter of ks should wait for a dial in progress
-// rather than dial its own.
+// rather than dial its own. A cancelled dial is not one to wait for.
 func (p *Pool[C]) shareDialLocked(ks *keyState[C]) bool {
-	return ks.dialing > 0 && (ks.lastCap > 1 || ks.lastCap == 0 && ks.share == shareYes)
+	return ks.liveDials() > 0 && (ks.lastCap > 1 || ks.lastCap == 0 && ks.share == shareYes)
 }
 
-// startDialLocked takes a slot of ks and starts a dial on behalf of waiter w.
+// startDialLocked takes a slot of ks and starts a dial on behalf of waiter w, under a
+// context of its own: w's values, not its cancellation, so that the dial can outlive w,
+// and a cancel for abandonDialsLocked.
 func (p *Pool[C]) startDialLocked(ks *keyState[C], w *waiter[C]) {
+	ctx, cancel := context.WithCancelCause(context.WithoutCancel(w.ctx))
+	d := &dialJob[C]{w: w, cancel: cancel, index: len(ks.dials)}
+	ks.dials = append(ks.dials, d)
 	ks.conns++
-	ks.dialing++
-	// The dial runs on its own so that it outlives w if w gives up; it exits when
-	// Dial returns.
-	go p.dial(context.WithoutCancel(w.ctx), ks, w)
+	p.dialsRunning++
+	// The dial runs on its own so that it outlives w while other Gets of ks wait; it
+	// exits when Dial returns and its result is placed.
+	go p.dial(ctx, ks, d)
+}
+
+// abandonDialsLocked cancels, with cause, every dial of ks in progress. Callers call it
+// when no Get waits for ks (its last waiter gave up, CloseIdle) or on Close.
+//
+// While any Get of ks waits, the pool cancels none of ks's dials, even when there are
+// more dials than waiters (waiters that left, or were served by a connection that freed
+// up, leave their dials behind). Which dial ends first is unknown, and with HTTP/2 one
+// dial may serve every waiter, or none: cancelling a surplus dial could cancel the one
+// about to serve, and make the Gets that remain wait for a slower one or dial again. A
+// surplus connection goes idle and serves the next request, as net/http's do. The cost
+// is bounded: one dial per Get that waited, each bounded by Dial's own timeouts, until
+// the queue empties by giving up, CloseIdle or Close.
+//
+// Calling a context's cancel under mu is safe: it takes only the context package's own
+// locks and runs no code of ours nor of Dial's (context.AfterFunc functions run in
+// goroutines of their own).
+func (p *Pool[C]) abandonDialsLocked(ks *keyState[C], cause error) {
+	for _, d := range ks.dials {
+		if !d.cancelled {
+			d.cancelled = true
+			ks.abandoned++
+			d.cancel(cause)
+		}
+	}
 }
 
 // scheduleLocked starts the dials that waiters of ks may start now: those that waited
@@ -736,6 +876,22 @@ func (p *Pool[C]) scheduleLocked(ks *keyState[C]) {
 		} else {
 			w.sub, w.subOf = ks.dialWait.PushBack(w), &ks.dialWait
 		}
+	}
+}
+
+// liveDials returns how many dials of ks are in progress and not cancelled.
+func (ks *keyState[C]) liveDials() int { return len(ks.dials) - ks.abandoned }
+
+// removeDial takes d, whose Dial has returned, off ks.dials.
+func (ks *keyState[C]) removeDial(d *dialJob[C]) {
+	last := len(ks.dials) - 1
+	moved := ks.dials[last]
+	ks.dials[d.index] = moved
+	moved.index = d.index
+	ks.dials[last] = nil
+	ks.dials = ks.dials[:last]
+	if d.cancelled {
+		ks.abandoned--
 	}
 }
 

@@ -227,51 +227,59 @@ func TestGetWithDoneContext(t *testing.T) {
 
 type ctxKey struct{}
 
-func TestDialOutlivesCancelledGet(t *testing.T) {
+// TestDialOutlivesGetWhileOthersWait: a Get that gives up leaves its dial running while
+// another Get of the key waits, and the dial serves that Get. (With no Get left waiting,
+// the dial is cancelled: TestDialAbandoned.)
+func TestDialOutlivesGetWhileOthersWait(t *testing.T) {
 	tests := []struct {
-		name       string
-		nextWaiter bool
+		name        string
+		cfg         Config[*fakeConn]
+		secondDials bool // the second Get dials its own
 	}{
-		{"serves the next waiter", true},
-		{"goes idle", false},
+		{"second waits for a slot", Config[*fakeConn]{MaxPerKey: 1}, false},
+		{"second shares the dial", Config[*fakeConn]{ShareDials: func(string) bool { return true }}, false},
+		{"second dials its own", Config[*fakeConn]{}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				h := newHarness(t, Config[*fakeConn]{MaxPerKey: 1}, gated())
+				h := newHarness(t, tt.cfg, hanging())
 				defer h.p.Close()
 				ctx, cancel := context.WithCancel(context.WithValue(context.Background(), ctxKey{}, "v"))
-				g := h.goGet(ctx, "k")
-				d := h.nextDial()
-				cancel()
-				g.wantErr(context.Canceled) // at once, with the dial still running
-				if err := d.ctx.Err(); err != nil {
-					t.Errorf("dial ctx: got error %v, want nil", err)
+				g1 := h.goGet(ctx, "k")
+				d1 := h.nextDial()
+				g2 := h.goGet(context.Background(), "k")
+				var d2 *pendingDial
+				if tt.secondDials {
+					d2 = h.nextDial()
+				} else {
+					h.wantNoDial()
 				}
-				if got := d.ctx.Value(ctxKey{}); got != "v" {
+				cancel()
+				g1.wantErr(context.Canceled) // at once, with the dial still running
+				d1.wantLive(t)
+				if got := d1.ctx.Value(ctxKey{}); got != "v" {
 					t.Errorf("dial ctx value: got %v, want %v", got, "v")
 				}
-				h.wantKey("k", KeyStats{Conns: 1, Dialing: 1})
+				g2.wantBlocked()
 
-				var g2 *getCall
-				if tt.nextWaiter {
-					g2 = h.goGet(context.Background(), "k")
-					g2.wantBlocked()
-					h.wantNoDial() // MaxPerKey: the running dial holds the only slot
+				d1.complete(1)
+				if got := id(g2.wantConn()); got != 1 {
+					t.Errorf("second Get: got conn %v, want %v (the first one's dial)", got, 1)
 				}
-				d.complete(1)
-				if tt.nextWaiter {
-					g2.wantConn()
-					if g2.info != (GetInfo{}) {
-						t.Errorf("GetInfo: got %+v, want %+v", g2.info, GetInfo{})
-					}
+				if g2.info != (GetInfo{}) {
+					t.Errorf("GetInfo: got %+v, want %+v", g2.info, GetInfo{})
+				}
+				if d2 != nil {
+					// Its Get was served: it goes on, and goes idle.
+					d2.wantLive(t)
+					d2.complete(1)
+					h.wantKey("k", KeyStats{Conns: 2, Active: 1, Idle: 1, Uses: 1})
+				} else {
 					h.wantKey("k", KeyStats{Conns: 1, Active: 1, Uses: 1})
-					h.p.Put(g2.c)
 				}
-				h.wantKey("k", KeyStats{Conns: 1, Idle: 1})
-				if got := h.numDials(); got != 1 {
-					t.Errorf("dials: got %v, want %v", got, 1)
-				}
+				h.p.Put(g2.c)
+				h.wantRetired()
 			})
 		})
 	}

@@ -20,9 +20,11 @@ type raceConn struct {
 	removed  atomic.Bool
 }
 
-// TestConcurrent runs many goroutines doing Get, Put, Remove, Unshare and TakeIdle on a
-// few keys, with short timeouts and lifetimes, and checks at the end that no connection
-// had more users than its capacity and that every connection is accounted for.
+// TestConcurrent runs many goroutines doing Get, Put, Remove, Unshare, TakeIdle and
+// CloseIdle on a few keys, with short timeouts and lifetimes, and dials that honour their
+// ctx (the pool cancels those no Get waits for), and checks at the end that no connection
+// had more users than its capacity, that no Get saw a cancelled dial's error, and that
+// every connection is accounted for.
 func TestConcurrent(t *testing.T) {
 	tests := []struct {
 		name string
@@ -38,6 +40,7 @@ func TestConcurrent(t *testing.T) {
 				mu      sync.Mutex
 				all     []*raceConn
 				dials   atomic.Int64
+				aborted atomic.Int64 // dials that returned because the pool cancelled them
 				retires atomic.Int64
 				drops   atomic.Int64 // Remove, TakeIdle, Unshare or Put reporting true
 			)
@@ -45,7 +48,17 @@ func TestConcurrent(t *testing.T) {
 			cfg := tt.cfg
 			var p *Pool[*raceConn]
 			cfg.Dial = func(ctx context.Context, key string) (*raceConn, int, error) {
-				time.Sleep(time.Duration(rand.IntN(50)) * time.Microsecond)
+				timer := time.NewTimer(time.Duration(rand.IntN(50)) * time.Microsecond)
+				defer timer.Stop()
+				select {
+				case <-timer.C:
+				case <-ctx.Done():
+					if cause := context.Cause(ctx); cause != ErrDialAbandoned {
+						t.Errorf("dial ctx cause: got %v, want %v", cause, ErrDialAbandoned)
+					}
+					aborted.Add(1)
+					return nil, 0, context.Cause(ctx)
+				}
 				if rand.IntN(10) == 0 {
 					return nil, 0, errFlaky
 				}
@@ -125,13 +138,13 @@ func TestConcurrent(t *testing.T) {
 				})
 			}
 			wg.Wait()
-			// Dials started for Gets that gave up run on; let them land.
-			for deadline := time.Now().Add(10 * time.Second); p.Stats().Dialing > 0; {
-				if time.Now().After(deadline) {
-					t.Fatalf("dials still running after 10s")
-				}
-				time.Sleep(time.Millisecond)
+			// Dials started for Gets that were served meanwhile run on; let them land.
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := p.WaitDials(ctx); err != nil {
+				t.Fatalf("WaitDials: got %v, want nil", err)
 			}
+			t.Logf("%d dials, %d cancelled", dials.Load(), aborted.Load())
 			if err := p.invariantErr(); err != nil {
 				t.Fatal(err)
 			}
@@ -146,6 +159,9 @@ func TestConcurrent(t *testing.T) {
 			if got, want := retires.Load()+drops.Load(), dials.Load(); got != want {
 				t.Errorf("retired + dropped after Close: got %v, want %v dialled", got, want)
 			}
+			if err := p.WaitDials(ctx); err != nil {
+				t.Errorf("WaitDials after Close: got %v, want nil", err)
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			for i, c := range all {
@@ -157,6 +173,118 @@ func TestConcurrent(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestConcurrentClose closes the pool while many goroutines Get and Put, over dials that
+// hang until their ctx is done or a short while passes, and checks that Close cancels
+// every dial, that WaitDials then returns, and that every connection dialled was retired
+// or dropped: none is left in the pool, nor lost.
+func TestConcurrentClose(t *testing.T) {
+	var abandoned, closedDials, raced atomic.Int64 // over all runs, for the log
+	defer func() {
+		t.Logf("dials cancelled: %d abandoned, %d by Close; %d returned a connection all the same",
+			abandoned.Load(), closedDials.Load(), raced.Load())
+	}()
+	for run := range 20 {
+		var (
+			dials   atomic.Int64
+			retires atomic.Int64
+			drops   atomic.Int64
+			closed  atomic.Bool
+		)
+		p := New(Config[*raceConn]{
+			MaxPerKey:  2,
+			ShareDials: func(key string) bool { return key == "h2" },
+			Dial: func(ctx context.Context, key string) (*raceConn, int, error) {
+				timer := time.NewTimer(time.Duration(rand.IntN(200)) * time.Microsecond)
+				defer timer.Stop()
+				select {
+				case <-timer.C:
+				case <-ctx.Done():
+					switch cause := context.Cause(ctx); cause {
+					case ErrDialAbandoned:
+						abandoned.Add(1)
+					case ErrClosed:
+						closedDials.Add(1)
+					default:
+						t.Errorf("dial ctx cause: got %v, want %v or %v", cause, ErrDialAbandoned, ErrClosed)
+					}
+					if rand.IntN(4) != 0 {
+						return nil, 0, context.Cause(ctx)
+					}
+					// Else lose the race: return a connection all the same.
+					raced.Add(1)
+				}
+				dials.Add(1)
+				c := &raceConn{capacity: 1}
+				if key == "h2" {
+					c.capacity = 3
+				}
+				return c, c.capacity, nil
+			},
+			Retire: func(c *raceConn, why Reason) {
+				if c.retired.Add(1) > 1 {
+					t.Errorf("retired twice")
+				}
+				retires.Add(1)
+			},
+		})
+		var wg sync.WaitGroup
+		for g := range 16 {
+			wg.Go(func() { // one client; exits once the pool is closed
+				for i := 0; ; i++ {
+					key := []string{"h1", "h2", "other"}[(g+i)%3]
+					ctx, cancel := context.WithTimeout(context.Background(), time.Duration(rand.IntN(300))*time.Microsecond)
+					c, _, err := p.Get(ctx, key)
+					cancel()
+					switch {
+					case errors.Is(err, ErrClosed):
+						return
+					case err != nil:
+						if !errors.Is(err, context.DeadlineExceeded) {
+							t.Errorf("Get: got error %v, want a deadline or ErrClosed", err)
+						}
+						if closed.Load() {
+							return
+						}
+						continue
+					}
+					time.Sleep(time.Duration(rand.IntN(20)) * time.Microsecond)
+					if rand.IntN(10) == 0 {
+						if c.Value.removed.CompareAndSwap(false, true) { // shared: count it once
+							drops.Add(1)
+						}
+						p.Remove(c)
+						continue
+					}
+					if rand.IntN(10) == 0 {
+						p.CloseIdle()
+					}
+					if p.Put(c) {
+						drops.Add(1)
+					}
+				}
+			})
+		}
+		time.Sleep(time.Duration(1+rand.IntN(5)) * time.Millisecond)
+		p.Close()
+		closed.Store(true)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := p.WaitDials(ctx); err != nil {
+			t.Fatalf("run %d: WaitDials after Close: got %v, want nil", run, err)
+		}
+		cancel()
+		wg.Wait()
+		if err := p.invariantErr(); err != nil {
+			t.Fatalf("run %d: %v", run, err)
+		}
+		if s := p.Stats(); s.Conns != 0 || s.Dialing != 0 || s.Waiting != 0 || len(s.Keys) != 0 {
+			t.Errorf("run %d: Stats after Close and WaitDials: got %+v, want empty", run, s)
+		}
+		if got, want := retires.Load()+drops.Load(), dials.Load(); got != want {
+			t.Errorf("run %d: retired + dropped: got %v, want %v dialled", run, got, want)
+		}
 	}
 }
 
