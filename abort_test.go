@@ -273,9 +273,8 @@ func TestAbortBodyCloseSlowRemainder(t *testing.T) {
 		return witness.CloseFIN
 	}}, func(tr *endwell.Transport) { tr.MaxDrainTime = 100 * time.Millisecond })
 	put := make(chan error, 1)
-	resp, err := at.get(context.Background(), "/slow", &httptrace.ClientTrace{
-		PutIdleConn: func(err error) { put <- err },
-	})
+	endwell.SetOnRelease(at.tr, func(err error) { put <- err })
+	resp, err := at.get(context.Background(), "/slow", nil)
 	if err != nil {
 		t.Fatalf("RoundTrip: %v", err)
 	}
@@ -728,9 +727,8 @@ func TestAbortRaceCancelAtEOF(t *testing.T) {
 			for i := range iterations {
 				ctx, cancel := context.WithCancel(context.Background())
 				put := make(chan error, 1)
-				resp, err := at.get(ctx, fmt.Sprintf("/%d", i), &httptrace.ClientTrace{
-					PutIdleConn: func(err error) { put <- err },
-				})
+				endwell.SetOnRelease(at.tr, func(err error) { put <- err })
+				resp, err := at.get(ctx, fmt.Sprintf("/%d", i), nil)
 				if err != nil {
 					cancel()
 					t.Fatalf("iteration %d: RoundTrip: %v", i, err)

@@ -1,6 +1,7 @@
 package endwell
 
 import (
+	"bytes"
 	"compress/gzip"
 	"context"
 	"errors"
@@ -33,6 +34,8 @@ type exchange struct {
 	gzip  bool  // we asked for gzip ourselves
 
 	stopCtx    func() bool // unregisters the context watch; nil if ctx can't end
+	body       io.Reader   // what the request body's writer reads: req.Body, or after a probe
+	hasBody    bool        // the request has a body to send
 	bw         *bodyWriter // nil when the request has no body
 	bodyResult error       // the body writer's result, once received
 	bodyDone   bool        // bodyResult is set
@@ -55,12 +58,22 @@ func (pc *conn) roundTrip(req *http.Request, trace *httptrace.ClientTrace) (*htt
 	if t.DisableKeepAlives || req.Close {
 		ex.noReuse = true
 	}
+	ex.hasBody = req.Body != nil && req.Body != http.NoBody
+	ex.body = req.Body
+	if ex.hasBody && req.ContentLength == 0 && methodUsuallyLacksBody(req.Method) {
+		// A body of unknown length where none is usual: if it is empty, send none, as
+		// net/http does (a GET with Transfer-Encoding: chunked puzzles many servers).
+		var empty bool
+		if ex.body, empty = probeBody(req.Body); empty {
+			ex.hasBody = false
+			req.Body.Close()
+		}
+	}
 
 	if err := ex.writeHeaders(); err != nil {
 		return nil, ex.fail(err)
 	}
-	hasBody := req.Body != nil && req.Body != http.NoBody
-	if hasBody {
+	if ex.hasBody {
 		ex.bw = &bodyWriter{done: make(chan error, 1)}
 		if httpguts.HeaderValuesContainsToken(req.Header["Expect"], "100-continue") {
 			ex.bw.cont = make(chan bool, 1)
@@ -138,11 +151,10 @@ func (ex *exchange) writeHeaders() error {
 			field("Proxy-Authorization", auth)
 		}
 	}
-	hasBody := req.Body != nil && req.Body != http.NoBody
 	switch {
-	case hasBody && req.ContentLength > 0:
+	case ex.hasBody && req.ContentLength > 0:
 		field("Content-Length", strconv.FormatInt(req.ContentLength, 10))
-	case hasBody:
+	case ex.hasBody:
 		field("Transfer-Encoding", "chunked")
 		if len(req.Trailer) > 0 {
 			keys := make([]string, 0, len(req.Trailer))
@@ -178,7 +190,9 @@ func (ex *exchange) writeHeaders() error {
 	return err
 }
 
-const defaultUserAgent = "endwell/1"
+// defaultUserAgent is net/http's, so that servers see a drop-in client as they saw the
+// one it replaced.
+const defaultUserAgent = "Go-http-client/1.1"
 
 // writeBody runs in the body writer's goroutine.
 func (ex *exchange) writeBody() {
@@ -203,13 +217,13 @@ func (ex *exchange) writeBody() {
 		var err error
 		if req.ContentLength > 0 {
 			var n int64
-			n, err = io.Copy(pc.bw, io.LimitReader(bodyReader{req.Body}, req.ContentLength))
+			n, err = io.Copy(pc.bw, io.LimitReader(bodyReader{ex.body}, req.ContentLength))
 			if err == nil && n != req.ContentLength {
 				err = &bodyReadError{fmt.Errorf("endwell: ContentLength=%d with Body length %d", req.ContentLength, n)}
 			}
 		} else {
 			cw := httputil.NewChunkedWriter(pc.bw)
-			if _, err = io.Copy(cw, bodyReader{req.Body}); err == nil {
+			if _, err = io.Copy(cw, bodyReader{ex.body}); err == nil {
 				err = cw.Close()
 			}
 			if err == nil {
@@ -321,8 +335,10 @@ func (ex *exchange) readResponse() (*http.Response, error) {
 	stopHeaderTimer := func() bool { return headerTimer == nil || headerTimer.Stop() }
 
 	var resp *http.Response
+	// 1xx responses count against MaxResponseHeaderBytes together with the final one, as
+	// in net/http, unless a Got1xxResponse hook saw them: each it saw starts a new count.
+	pc.readLimit = t.cfg.maxHeaderBytes
 	for n1xx := 0; ; n1xx++ {
-		pc.readLimit = t.cfg.maxHeaderBytes
 		if n1xx == 0 {
 			if _, err := pc.br.Peek(1); err != nil {
 				stopHeaderTimer()
@@ -369,10 +385,6 @@ func (ex *exchange) readResponse() (*http.Response, error) {
 		if code > 199 || code == http.StatusSwitchingProtocols {
 			break
 		}
-		if n1xx >= 5 {
-			stopHeaderTimer()
-			return nil, ex.fail(&ProtocolError{Err: errors.New("too many 1xx responses")})
-		}
 		if code == http.StatusContinue {
 			if ex.bw != nil && ex.bw.cont != nil && !ex.bw.contSent {
 				ex.bw.cont <- true
@@ -387,6 +399,7 @@ func (ex *exchange) readResponse() (*http.Response, error) {
 				stopHeaderTimer()
 				return nil, ex.fail(err)
 			}
+			pc.readLimit = t.cfg.maxHeaderBytes
 		}
 	}
 	pc.readLimit = noLimit
@@ -455,8 +468,8 @@ func (ex *exchange) finish() {
 		case err != nil:
 			// The response is complete but the request was not fully written: the
 			// connection's state is unknown, so it is not reused, and our goodbye
-			// would cut into a body still in flight.
-			pc.end(context.Background(), shutdown.Abort, reasonServerClose, nil)
+			// would cut into a body still in flight. The reason is the upload's.
+			pc.end(context.Background(), shutdown.Abort, failureReason(err), nil)
 			ex.release(err)
 			return
 		}
@@ -476,10 +489,11 @@ func (ex *exchange) finish() {
 var errNotReused = errors.New("endwell: connection not reused")
 
 // release hands the connection back once the exchange is over: to the pool if err is nil,
-// else only out of the transport's active set (it has been ended). It then reports the
-// result to httptrace's PutIdleConn, as net/http does for every finished response: after
-// the connection is back, so that a request made from the hook finds it. Only its first
-// call counts.
+// else only out of the transport's active set (it has been ended). A connection that went
+// back to the pool is reported to httptrace's PutIdleConn, as net/http does: after it is
+// back, so that a request made from the hook finds it; one that is not reused (aborted,
+// Connection: close, HTTP/1.0, DisableKeepAlives) is not reported, as in net/http. Only
+// its first call counts.
 func (ex *exchange) release(err error) {
 	if !ex.released.CompareAndSwap(false, true) {
 		return
@@ -489,8 +503,11 @@ func (ex *exchange) release(err error) {
 	} else {
 		ex.pc.t.doneActive(ex.pc)
 	}
-	if ex.trace != nil && ex.trace.PutIdleConn != nil {
-		ex.trace.PutIdleConn(err)
+	if err == nil && ex.trace != nil && ex.trace.PutIdleConn != nil {
+		ex.trace.PutIdleConn(nil)
+	}
+	if h := ex.pc.t.onRelease.Load(); h != nil {
+		(*h)(err)
 	}
 }
 
@@ -666,6 +683,81 @@ func (g *gzipBody) Read(p []byte) (int, error) {
 }
 
 func (g *gzipBody) Close() error { return g.body.Close() }
+
+// methodUsuallyLacksBody reports whether requests of method rarely carry a body (net/http's
+// list): an unknown-length body of theirs is probed before it is sent chunked.
+func methodUsuallyLacksBody(method string) bool {
+	switch method {
+	case "", "GET", "HEAD", "DELETE", "OPTIONS", "PROPFIND", "SEARCH":
+		return true
+	}
+	return false
+}
+
+// probeWait is how long probeBody waits for a body's first byte.
+const probeWait = 200 * time.Millisecond
+
+// probeBody reads the first byte of body, waiting at most probeWait for it. It reports
+// empty if body ended at once; otherwise it returns what to read in body's place: the
+// byte read, then the rest; or, when body was too slow, a reader that takes the pending
+// first read's result, then the rest.
+func probeBody(body io.Reader) (rest io.Reader, empty bool) {
+	first := make(chan probeResult, 1)
+	// The probe: one Read of the body, whose result waits in first for whoever reads the
+	// body next. It ends with that Read; a Read that never returns is the body's owner's
+	// to unblock (Close), as for any body.
+	go func() {
+		var b [1]byte
+		n, err := body.Read(b[:])
+		first <- probeResult{b: b[0], n: n, err: err}
+	}()
+	timer := time.NewTimer(probeWait)
+	defer timer.Stop()
+	select {
+	case r := <-first:
+		if r.n == 0 && r.err == io.EOF {
+			return nil, true
+		}
+		return r.then(body), false
+	case <-timer.C:
+		return &pendingProbe{ch: first, body: body}, false
+	}
+}
+
+type probeResult struct {
+	b   byte
+	n   int
+	err error
+}
+
+// then returns a reader of what the probe read, then of the rest of body, unless the
+// probe's read ended it (an error, io.EOF included: body is not read again).
+func (r probeResult) then(body io.Reader) io.Reader {
+	var first io.Reader = bytes.NewReader([]byte{r.b}[:r.n])
+	if r.err != nil {
+		return io.MultiReader(first, errReader{r.err})
+	}
+	return io.MultiReader(first, body)
+}
+
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) { return 0, e.err }
+
+// pendingProbe reads the result of a probe that was too slow, once it comes, then the
+// rest of the body.
+type pendingProbe struct {
+	ch   <-chan probeResult
+	body io.Reader
+	r    io.Reader
+}
+
+func (p *pendingProbe) Read(b []byte) (int, error) {
+	if p.r == nil {
+		p.r = (<-p.ch).then(p.body)
+	}
+	return p.r.Read(b)
+}
 
 // removeZone strips an IPv6 zone from a Host header value, as net/http does.
 func removeZone(host string) string {

@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httptrace"
 	"runtime"
 	"sort"
 	"strings"
@@ -549,12 +548,11 @@ func TestH1BodyCloseWhileReading(t *testing.T) {
 
 				var puts atomic.Int32
 				var putErr atomic.Value
-				ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
-					PutIdleConn: func(err error) {
-						puts.Add(1)
-						putErr.Store(fmt.Sprint(err))
-					},
+				endwell.SetOnRelease(tr, func(err error) {
+					puts.Add(1)
+					putErr.Store(fmt.Sprint(err))
 				})
+				ctx := context.Background()
 				pr, pw := io.Pipe()
 				stopUpload := make(chan struct{})
 				// The upload's producer: one write, then it waits: the transport's body
