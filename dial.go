@@ -12,7 +12,6 @@ import (
 	"net/http/httptrace"
 	"net/url"
 	"runtime"
-	"strings"
 	"sync"
 	"time"
 	"weak"
@@ -367,25 +366,6 @@ func (f socksForward) DialContext(ctx context.Context, network, addr string) (ne
 
 // connectTimeout bounds a CONNECT exchange whose context has no deadline.
 const connectTimeout = time.Minute
-
-// ProxyConnectError reports a proxy that refused a CONNECT tunnel. The request was not sent:
-// errors.Is(err, ErrNotSent) is true.
-type ProxyConnectError struct {
-	StatusCode int
-	Status     string
-}
-
-// Error is the text of the proxy's status ("Forbidden" for "403 Forbidden"), as
-// net/http's error for a refused CONNECT says.
-func (e *ProxyConnectError) Error() string {
-	if _, text, ok := strings.Cut(e.Status, " "); ok {
-		return text
-	}
-	return "unknown status code"
-}
-
-// Is reports whether target is ErrNotSent.
-func (e *ProxyConnectError) Is(target error) bool { return target == ErrNotSent }
 
 // dialFailure returns the error of a failed dial, proxy exchange or TLS handshake as
 // net/http returns it, down to the types inside its chain:

@@ -116,18 +116,6 @@ func isIdempotent(req *http.Request) bool {
 	return a || b
 }
 
-// RequestError reports a request that endwell refused before any I/O: no URL, an unsupported
-// scheme, a missing host, an invalid header.
-type RequestError struct {
-	Reason string
-}
-
-// Error says what is wrong with the request.
-func (e *RequestError) Error() string { return "endwell: " + e.Reason }
-
-// Is reports whether target is ErrNotSent: the request was not sent.
-func (e *RequestError) Is(target error) bool { return target == ErrNotSent }
-
 func (t *Transport) checkRequest(req *http.Request) error {
 	switch {
 	case req.URL == nil:

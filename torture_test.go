@@ -223,7 +223,7 @@ func tortureHandler() http.Handler {
 type tortureScenario struct {
 	name    string
 	allowed []string
-	run       func(t *testing.T, f tortureFlavor, url string, tr *endwell.Transport, ta *tortureTally)
+	run     func(t *testing.T, f tortureFlavor, url string, tr *endwell.Transport, ta *tortureTally)
 	// ends says run ends the transport itself; else the test shuts it down after run,
 	// which must succeed: every exchange gave its connection back.
 	ends bool
@@ -231,9 +231,9 @@ type tortureScenario struct {
 
 var tortureScenarios = []tortureScenario{
 	{
-		name:      "body closed while read, upload still writing",
-		allowed:   []string{"success", "ErrBodyClosed"},
-		run:       tortureCloseWhileReading,
+		name:    "body closed while read, upload still writing",
+		allowed: []string{"success", "ErrBodyClosed"},
+		run:     tortureCloseWhileReading,
 	},
 	{
 		name:    "requests racing CloseIdleConnections",
