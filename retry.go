@@ -117,6 +117,8 @@ func retryIdempotent(ctx context.Context, resp *http.Response, err error) bool {
 	return false
 }
 
+// idempotentMethod reports whether m is idempotent by RFC 9110 (section 9.2.2). The
+// transport's own silent retry is narrower (isIdempotent, as net/http's).
 func idempotentMethod(m string) bool {
 	switch m {
 	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace,

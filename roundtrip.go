@@ -106,6 +106,12 @@ func retryable(req *http.Request, err error, wrote bool) bool {
 	return errors.Is(err, ErrServerClosedConn) && isIdempotent(req)
 }
 
+// isIdempotent reports whether the transport may send req again on its own, unasked, after
+// the server closed a reused connection without answering: net/http's rule (its
+// isReplayable): GET, HEAD, OPTIONS, TRACE, or an Idempotency-Key header. PUT and DELETE
+// are idempotent by RFC 9110 (section 9.2.2) and RetryPolicy retries them
+// (idempotentMethod), because there the caller chose to retry; a silent retry of the
+// transport's own stays as narrow as net/http's.
 func isIdempotent(req *http.Request) bool {
 	switch req.Method {
 	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
