@@ -53,13 +53,16 @@ func completeReason(t *Transport, ex *exchange) string {
 func failureReason(err error) string {
 	var pe *ProtocolError
 	var ae tls.AlertError
-	var rhe *tls.RecordHeaderError
+	// crypto/tls returns its RecordHeaderError as a value, never a pointer.
+	var rhe tls.RecordHeaderError
 	switch {
 	case errors.Is(err, context.Canceled):
 		return reasonContextCanceled
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, ErrResponseHeaderTimeout):
 		return reasonTimeout
-	case errors.Is(err, ErrBodyClosed), errors.Is(err, errBodyNotSent):
+	case errors.Is(err, ErrBodyClosed), errors.Is(err, errBodyNotSent), errors.Is(err, errBodyStillWriting):
+		// A body left before its end: the response's, closed by the caller, or the
+		// request's, still going out when the response was complete.
 		return reasonBodyClosedEarly
 	case errors.Is(err, ErrClosed):
 		return reasonClose

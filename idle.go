@@ -109,7 +109,8 @@ func (pc *conn) takeFromIdle() bool {
 }
 
 // endPeerClosed closes a connection that the server closed while it was idle: gracefully,
-// answering its close_notify, but without writing anything if it closed TCP too.
+// answering its close_notify with ours before our FIN (RFC 8446, section 6.1), even when
+// its FIN has arrived too; only a server that reset the connection gets nothing.
 func (pc *conn) endPeerClosed() {
 	pc.peerClosed.Store(true)
 	pc.end(pc.t.closeCtx(), shutdown.Graceful, reasonPeerClosed, nil)

@@ -42,6 +42,7 @@ const (
 	attrGoAwaySent          = attribute.Key("endwell.h2.goaway.sent")
 	attrFINSent             = attribute.Key("endwell.tcp.fin.sent")
 	attrFINReceived         = attribute.Key("endwell.tcp.fin.received")
+	attrRSTReceived         = attribute.Key("endwell.tcp.rst.received")
 	attrDrainBytes          = attribute.Key("endwell.drain.bytes")
 )
 
@@ -211,7 +212,7 @@ func (pc *conn) noteRequest(ctx context.Context) {
 func (pc *conn) report(ctx context.Context, r *shutdown.Record) {
 	tel, ct := &pc.t.tel, pc.tel
 	end := r.Start.Add(r.Duration)
-	attrs := make([]attribute.KeyValue, 0, len(ct.attrs)+10)
+	attrs := make([]attribute.KeyValue, 0, len(ct.attrs)+11)
 	attrs = append(attrs, ct.attrs...)
 	attrs = append(attrs,
 		attrCloseMode.String(r.Mode.String()),
@@ -222,6 +223,7 @@ func (pc *conn) report(ctx context.Context, r *shutdown.Record) {
 		attrGoAwaySent.Bool(r.GoAwaySent),
 		attrFINSent.Bool(r.FINSent),
 		attrFINReceived.Bool(r.FINReceived),
+		attrRSTReceived.Bool(r.RSTReceived),
 		attrDrainBytes.Int64(r.DrainBytes),
 	)
 	if r.Outcome == shutdown.Failed && r.Err != nil {

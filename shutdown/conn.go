@@ -9,7 +9,8 @@ import (
 )
 
 // Conn wraps the raw connection (the TCP socket, under any TLS) and remembers what the peer
-// did at the TCP level: whether a read has returned io.EOF (the peer's FIN) or a reset.
+// did at the TCP level: whether a read has returned io.EOF (the peer's FIN) or a reset, and
+// whether a write has met a reset.
 //
 // crypto/tls returns io.EOF both for a received close_notify and for a bare FIN at a record
 // boundary. Reading TLS through a Conn tells them apart: TLS reporting io.EOF while the Conn
@@ -22,7 +23,10 @@ type Conn struct {
 	// finPending is set when a look at the receive queue saw the FIN next: it is not
 	// consumed yet, and the bytes before it (a TLS close_notify, say) can still be read.
 	finPending atomic.Bool
-	reset      atomic.Bool
+	reset      atomic.Bool // a Read, or a look at the receive queue, met the peer's reset
+	// writeReset is set when a Write failed on the peer's reset: ECONNRESET, or EPIPE (the
+	// reset arrived while our side was still open for writing).
+	writeReset atomic.Bool
 }
 
 // Watch wraps c. Give the result to tls.Client, and to the TLS and TCP layers.
@@ -37,11 +41,20 @@ func (c *Conn) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// Write writes to the underlying connection, noting a reset.
+func (c *Conn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if err != nil && (errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)) {
+		c.writeReset.Store(true)
+	}
+	return n, err
+}
+
 func (c *Conn) noteReadError(err error) {
 	switch {
 	case err == io.EOF:
 		c.fin.Store(true)
-	case errors.Is(err, syscall.ECONNRESET):
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
 		c.reset.Store(true)
 	}
 }
@@ -54,6 +67,17 @@ func (c *Conn) finSeen() bool { return c.fin.Load() || c.finPending.Load() }
 
 // PeerReset reports whether a read has seen the peer's reset.
 func (c *Conn) PeerReset() bool { return c.reset.Load() }
+
+// resetSeen reports whether a read or a write has met the peer's reset, looking at the
+// receive queue once more (without blocking and without consuming anything, where the
+// platform allows) for a reset that no call has met yet.
+func (c *Conn) resetSeen() bool {
+	if c.reset.Load() || c.writeReset.Load() {
+		return true
+	}
+	c.peekClosed()
+	return c.reset.Load()
+}
 
 // PeerClosed reports whether the peer has closed TCP: a FIN or reset was read, or one is
 // waiting in the receive queue behind no data (checked without blocking and without

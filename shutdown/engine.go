@@ -146,7 +146,7 @@ func run(ctx context.Context, j Job, forced *forceSignal, t *turn, start time.Ti
 	case failed != nil:
 		rec.Outcome = Failed
 		rec.Err = failed
-	case p.wantCloseNotify && rec.CloseNotifyReceived, !p.wantCloseNotify && rec.FINReceived:
+	case p.clean():
 		rec.Outcome = Clean
 	default:
 		rec.Outcome = PeerSilent

@@ -26,14 +26,21 @@ type TLS struct {
 	PeerClosed bool
 }
 
-// Graceful sends close_notify, unless the peer has already closed TCP: writing then only
-// draws a reset (curl's rule), so the layer below just sends its FIN and closes.
+// Graceful sends close_notify: RFC 8446, section 6.1, "each party MUST send a close_notify
+// alert before closing its write side of the connection". It does so even when the peer
+// has said its goodbye and sent its FIN: a FIN only half-closes TCP, and a peer that
+// half-closed (s2n's s2n_shutdown_send, Python's unwrap then shutdown(SHUT_WR)) is still
+// reading and waits for our alert. It skips the alert only when the peer has reset the
+// connection: nobody is left to read it. A peer that closed its socket altogether answers
+// the alert with a reset: it is recorded, and it is no failure of ours (the ending is not
+// clean: our goodbye was not read).
 func (l *TLS) Graceful(ctx context.Context, p *Progress) error {
 	p.ExpectCloseNotify()
 	if l.PeerClosed {
 		p.Note(CloseNotifyReceived)
 	}
-	if l.Raw.PeerClosed() {
+	if l.Raw.resetSeen() {
+		p.Note(RSTReceived)
 		return nil
 	}
 	// CloseWrite writes the alert under crypto/tls's own 5 s deadline; the budget's
@@ -43,6 +50,14 @@ func (l *TLS) Graceful(ctx context.Context, p *Progress) error {
 	if err := l.Conn.CloseWrite(); err != nil {
 		if ctx.Err() != nil {
 			return context.Cause(ctx)
+		}
+		if isReset(err) {
+			p.Note(RSTReceived)
+			if p.Noted(CloseNotifyReceived) || l.Raw.finSeen() {
+				// The peer had said goodbye, or closed TCP, and closed its socket
+				// before our alert arrived: not our failure.
+				return nil
+			}
 		}
 		return err
 	}
@@ -70,33 +85,40 @@ type TCP struct {
 
 var drainBufs = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
 
-// Graceful sends FIN, drains until the peer's EOF, and closes the socket.
+// Graceful sends FIN, drains until the peer's EOF, waits for the peer's answer to our FIN
+// when the peer had sent its own first, and closes the socket.
 func (l *TCP) Graceful(ctx context.Context, p *Progress) (err error) {
 	defer func() {
 		if cerr := l.close(); err == nil && cerr != nil && ctx.Err() == nil {
 			err = cerr
 		}
 	}()
+	p.Expect(FINSent)
 	if l.Conn.PeerReset() {
 		// The peer reset the connection before our teardown began: there is nobody
 		// left to say goodbye to; closing is all there is to do.
+		p.Note(RSTReceived)
 		return nil
 	}
 	if err := l.Conn.CloseWrite(); err != nil {
 		if ctx.Err() != nil {
 			return context.Cause(ctx)
 		}
-		if isReset(err) && (p.Noted(CloseNotifyReceived) || l.Conn.finSeen()) {
-			// The peer had said goodbye, or closed TCP, and our last words drew its
-			// reset: nobody is left to hear a FIN; not our failure.
-			return nil
+		if isReset(err) {
+			p.Note(RSTReceived)
+			if p.Noted(CloseNotifyReceived) || l.Conn.finSeen() {
+				// The peer had said goodbye, or closed TCP, and our last words drew
+				// its reset: nobody is left to hear a FIN; not our failure.
+				return nil
+			}
 		}
 		return err
 	}
 	p.Note(FINSent)
 	if l.Conn.PeerFIN() {
 		p.Note(FINReceived)
-		return nil
+		p.Waiting()
+		return l.settle(ctx, p)
 	}
 	p.Waiting()
 	// No read deadline at ctx's deadline: the read could time out before ctx's timer
@@ -132,12 +154,16 @@ func (l *TCP) Graceful(ctx context.Context, p *Progress) (err error) {
 		}
 		if l.Conn.PeerFIN() {
 			p.Note(FINReceived)
-			return nil
+			return l.settle(ctx, p)
 		}
-		if isReset(rerr) && (p.Noted(CloseNotifyReceived) || l.Conn.finSeen()) {
-			// The peer said goodbye and reset rather than waiting for ours (a server
-			// that closes with our close_notify unread): both goodbyes were said.
-			return nil
+		if isReset(rerr) {
+			p.Note(RSTReceived)
+			if p.Noted(CloseNotifyReceived) || l.Conn.finSeen() {
+				// The peer said goodbye and reset rather than waiting for ours (a
+				// server that closes with our close_notify unread): not our failure,
+				// and not a clean ending either (the reset is recorded).
+				return nil
+			}
 		}
 		if r != io.Reader(l.Conn) && rerr == io.EOF {
 			// The layer above saw its peer's goodbye while TCP is still open: keep
@@ -156,6 +182,21 @@ func (l *TCP) Graceful(ctx context.Context, p *Progress) (err error) {
 	}
 }
 
+// settle waits, once both FINs have been seen, for the peer's TCP to answer our last
+// segment: with its acknowledgement, or with a reset when the peer had closed its socket
+// and our goodbye arrived after (the reset is recorded; it is no failure of ours). When
+// the peer's FIN came after ours, the answer has long arrived: this is one look.
+func (l *TCP) settle(ctx context.Context, p *Progress) error {
+	reset, err := l.Conn.settle()
+	if reset {
+		p.Note(RSTReceived)
+	}
+	if err != nil && ctx.Err() != nil {
+		return context.Cause(ctx)
+	}
+	return nil
+}
+
 func (l *TCP) close() error {
 	var err error
 	l.closeOnce.Do(func() {
@@ -165,7 +206,9 @@ func (l *TCP) close() error {
 	return err
 }
 
-// isReset reports whether err says the peer reset the connection.
+// isReset reports whether err says the peer reset the connection: ECONNRESET, EPIPE (the
+// reset came while our side was open for writing), or ENOTCONN (the reset closed the
+// socket before our shutdown).
 func isReset(err error) bool {
 	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ENOTCONN) || errors.Is(err, syscall.EPIPE)
 }

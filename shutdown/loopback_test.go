@@ -152,29 +152,21 @@ func TestLoopback(t *testing.T) {
 			},
 		},
 		{
-			name:       "peer closed first: no close_notify written",
+			// RFC 8446, section 6.1: our close_notify answers the peer's, even after its
+			// FIN, and before ours. The peer half-closed: it still reads, and sees it.
+			name:       "peer closed first: its close_notify answered before our FIN",
 			mode:       Graceful,
 			peerClosed: true,
-			before: func(t *testing.T, lb *loopback) {
-				// Read the peer's close_notify, then wait for its FIN to arrive.
-				lb.tcp.SetReadDeadline(time.Now().Add(peerLife))
-				if _, err := io.Copy(io.Discard, lb.tls); err != nil {
-					t.Fatalf("reading the peer's close_notify: %v", err)
-				}
-				lb.tcp.SetReadDeadline(time.Time{})
-				if lb.raw.PeerFIN() {
-					t.Fatalf("the raw conn saw EOF: the peer's close_notify was not told apart")
-				}
-				waitFor(t, "the peer's FIN", lb.raw.PeerClosed)
-			},
+			before:     readPeerGoodbye,
 			peer: func(p *testPeer) {
 				p.closeNotify()
 				p.fin()
+				p.readUntilClose()
 				p.watchEnd()
 			},
 			check: func(t *testing.T, r *Record, rep peerReport, elapsed time.Duration) {
-				wantRecord(t, r, Record{Outcome: Clean, CloseNotifyReceived: true, FINSent: true, FINReceived: true})
-				wantPeer(t, rep, peerReport{End: "fin"})
+				wantRecord(t, r, Record{Outcome: Clean, CloseNotifySent: true, CloseNotifyReceived: true, FINSent: true, FINReceived: true})
+				wantPeer(t, rep, peerReport{CloseNotify: true, End: "fin"})
 			},
 		},
 		{
@@ -261,6 +253,21 @@ func TestLoopback(t *testing.T) {
 	}
 }
 
+// readPeerGoodbye reads the peer's close_notify, as an idle connection's watcher does, then
+// waits for its FIN to arrive: the peer has closed first.
+func readPeerGoodbye(t *testing.T, lb *loopback) {
+	t.Helper()
+	lb.tcp.SetReadDeadline(time.Now().Add(peerLife))
+	if _, err := io.Copy(io.Discard, lb.tls); err != nil {
+		t.Fatalf("reading the peer's close_notify: %v", err)
+	}
+	lb.tcp.SetReadDeadline(time.Time{})
+	if lb.raw.PeerFIN() {
+		t.Fatalf("the raw conn saw EOF: the peer's close_notify was not told apart")
+	}
+	waitFor(t, "the peer's FIN", lb.raw.PeerClosed)
+}
+
 // fillPeer writes TLS data until the peer's receive buffer and ours are full: a write
 // blocks for 100 ms.
 func fillPeer(t *testing.T, lb *loopback) {
@@ -299,8 +306,9 @@ func wantRecord(t *testing.T, r *Record, want Record) {
 	if r.Outcome != want.Outcome {
 		t.Errorf("outcome: got %v, want %v", r.Outcome, want.Outcome)
 	}
-	type flags struct{ CloseNotifySent, CloseNotifyReceived, FINSent, FINReceived bool }
-	got, wantFlags := flags{r.CloseNotifySent, r.CloseNotifyReceived, r.FINSent, r.FINReceived}, flags{want.CloseNotifySent, want.CloseNotifyReceived, want.FINSent, want.FINReceived}
+	type flags struct{ CloseNotifySent, CloseNotifyReceived, FINSent, FINReceived, RSTReceived bool }
+	got := flags{r.CloseNotifySent, r.CloseNotifyReceived, r.FINSent, r.FINReceived, r.RSTReceived}
+	wantFlags := flags{want.CloseNotifySent, want.CloseNotifyReceived, want.FINSent, want.FINReceived, want.RSTReceived}
 	if got != wantFlags {
 		t.Errorf("flags: got %+v, want %+v", got, wantFlags)
 	}

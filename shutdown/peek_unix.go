@@ -22,7 +22,9 @@ func (c *Conn) peekClosed() bool {
 		case rerr == nil && n == 0:
 			closed = true
 			c.finPending.Store(true)
-		case rerr == syscall.ECONNRESET:
+		case rerr == syscall.ECONNRESET, rerr == syscall.EPIPE:
+			// The peer's reset: the look consumed the socket's pending error, so
+			// it is noted here.
 			closed = true
 			c.noteReadError(rerr)
 		}

@@ -43,10 +43,16 @@ func (m Mode) String() string {
 type Outcome uint8
 
 const (
-	// Clean means both goodbyes were exchanged: ours and the peer's close_notify (over TLS)
-	// or FIN (over plain TCP).
+	// Clean means every goodbye of the stack was exchanged: ours and the peer's FIN, over
+	// TLS ours and the peer's close_notify, and whatever else a layer expects (see
+	// [Progress.Expect]: our HTTP/2 GOAWAY), with no reset from the peer, which would say
+	// that ours were not read.
 	Clean Outcome = iota + 1
-	// PeerSilent means ours was sent and the peer closed without its own goodbye.
+	// PeerSilent means the teardown ended on its own, without a failure of ours, but the
+	// goodbyes were not all exchanged: most often ours was said and the peer closed without
+	// its own close_notify; or the peer reset the connection, before ours could be said or
+	// rather than read it (a peer that closes its socket right after its own goodbye, as
+	// nginx does: [Record.RSTReceived] says so).
 	PeerSilent
 	// TimedOut means the teardown was forced: the budget ran out, or its context ended.
 	TimedOut
@@ -84,6 +90,8 @@ const (
 	CloseNotifyReceived
 	FINReceived
 	Forced
+	// RSTReceived: the peer reset the connection (an RST, seen as ECONNRESET or EPIPE).
+	RSTReceived
 )
 
 // String returns the step's name as endwell's span events spell it.
@@ -101,6 +109,8 @@ func (s Step) String() string {
 		return "fin_received"
 	case Forced:
 		return "forced"
+	case RSTReceived:
+		return "rst_received"
 	}
 	return "unknown"
 }
@@ -123,6 +133,11 @@ type Record struct {
 	GoAwaySent          bool
 	FINSent             bool
 	FINReceived         bool
+	// RSTReceived says the peer reset the connection, before or during the teardown: a
+	// peer that closed its socket answers what arrives after (our close_notify, say)
+	// with a reset, which may also take the place of its FIN. It says nothing of whose
+	// failure that was; Outcome does.
+	RSTReceived bool
 	// DrainBytes counts the bytes read from the peer while draining.
 	DrainBytes int64
 
@@ -142,9 +157,9 @@ type Record struct {
 // It is used by the driver's goroutine only.
 type Progress struct {
 	rec *Record
-	// wantCloseNotify is set by a TLS layer: the peer's goodbye that makes an ending clean is
-	// then its close_notify rather than its FIN.
-	wantCloseNotify bool
+	// expected holds the steps that layers said a clean ending needs (see Expect), one
+	// bit per Step.
+	expected uint32
 	// turn is the engine's turn this teardown holds, if any.
 	turn *turn
 }
@@ -182,9 +197,31 @@ func (p *Progress) Noted(step Step) bool {
 // AddDrained counts n bytes read from the peer while draining.
 func (p *Progress) AddDrained(n int) { p.rec.DrainBytes += int64(n) }
 
-// ExpectCloseNotify says the connection speaks TLS: its ending is clean only if the peer's
-// close_notify arrives.
-func (p *Progress) ExpectCloseNotify() { p.wantCloseNotify = true }
+// Expect says that the ending is clean only if each of steps is noted, besides the
+// peer's FIN: a layer calls it for the goodbyes it says (a TCP layer its FIN, an HTTP/2
+// layer its GOAWAY) and those it waits for.
+func (p *Progress) Expect(steps ...Step) {
+	for _, s := range steps {
+		p.expected |= 1 << s
+	}
+}
+
+// ExpectCloseNotify says the connection speaks TLS: its ending is clean only if our
+// close_notify was sent and the peer's arrived.
+func (p *Progress) ExpectCloseNotify() { p.Expect(CloseNotifySent, CloseNotifyReceived) }
+
+// clean reports whether the peer's FIN and every expected step were noted, and no reset.
+func (p *Progress) clean() bool {
+	if !p.rec.FINReceived || p.rec.RSTReceived {
+		return false
+	}
+	for s := Step(0); s < 32; s++ {
+		if p.expected&(1<<s) != 0 && !p.Noted(s) {
+			return false
+		}
+	}
+	return true
+}
 
 func (r *Record) flag(step Step) *bool {
 	switch step {
@@ -198,6 +235,8 @@ func (r *Record) flag(step Step) *bool {
 		return &r.CloseNotifyReceived
 	case FINReceived:
 		return &r.FINReceived
+	case RSTReceived:
+		return &r.RSTReceived
 	}
 	return nil
 }

@@ -113,6 +113,7 @@ func describe(err error, timeout time.Duration) string {
 		dns *net.DNSError
 		cve *tls.CertificateVerificationError
 		re  tls.RecordHeaderError
+		oe  *net.OpError
 	)
 	// A failed dial or handshake comes back as net/http returns it (a certificate error or
 	// a record header error bare, a *net.OpError otherwise), with endwell's DialError
@@ -138,6 +139,15 @@ func describe(err error, timeout time.Duration) string {
 		return fmt.Sprintf("cannot connect to %s: timed out", de.Addr)
 	case errors.As(err, &de):
 		return fmt.Sprintf("cannot connect to %s: %v", de.Addr, de.Err)
+	case errors.As(err, &oe) && oe.Op == "dial" && oe.Addr != nil:
+		// A failed dial as net/http returns it, with no DialError in its chain.
+		switch {
+		case errors.Is(err, syscall.ECONNREFUSED):
+			return fmt.Sprintf("cannot connect to %s: connection refused", oe.Addr)
+		case oe.Timeout():
+			return fmt.Sprintf("cannot connect to %s: timed out", oe.Addr)
+		}
+		return fmt.Sprintf("cannot connect to %s: %v", oe.Addr, oe.Err)
 	case errors.Is(err, context.DeadlineExceeded):
 		return fmt.Sprintf("no complete response within %v (-timeout)", timeout)
 	}
@@ -294,7 +304,7 @@ func printConnections(w io.Writer, tds []teardown, cfg *config) {
 		for _, td := range tds {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", td.Server, td.Protocol, td.Reason,
 				td.Mode, td.Outcome, sentRecv(td.CloseNotifySent, td.CloseNotifyReceived), goAwayCell(td),
-				sentRecv(td.FINSent, td.FINReceived), fmtBytes(td.DrainBytes), fmtDur(td.duration))
+				finCell(td), fmtBytes(td.DrainBytes), fmtDur(td.duration))
 		}
 		tw.Flush()
 	} else {
@@ -304,7 +314,8 @@ func printConnections(w io.Writer, tds []teardown, cfg *config) {
 	for _, v := range verdicts(tds, cfg.budget) {
 		fmt.Fprintln(w, v)
 	}
-	fmt.Fprintln(w, "NOTIFY and FIN: TLS close_notify and TCP FIN, sent by endwell / received from the server.")
+	fmt.Fprintln(w, "NOTIFY and FIN: TLS close_notify and TCP FIN, sent by endwell / received from the server;")
+	fmt.Fprintln(w, "+RST: the server then reset the connection (it had closed its socket).")
 }
 
 // verdicts says, per server, how it answers endwell's goodbyes.
@@ -316,6 +327,9 @@ func verdicts(tds []teardown, budget time.Duration) []string {
 		plain                                     bool
 		took                                      []time.Duration
 		aborted, serverFirst                      []string
+		// resetAnswer counts the connections the server closed first whose answer,
+		// endwell's close_notify and FIN, it reset: it had closed its socket.
+		resetAnswer int
 	}
 	var order []*server
 	by := map[string]*server{}
@@ -335,6 +349,9 @@ func verdicts(tds []teardown, budget time.Duration) []string {
 			continue
 		case td.Reason == "server_close" || td.Reason == "peer_closed" || td.Reason == "goaway_received":
 			s.serverFirst = append(s.serverFirst, td.Reason)
+			if td.RSTReceived && td.CloseNotifySent {
+				s.resetAnswer++
+			}
 			continue
 		}
 		s.graceful++
@@ -389,6 +406,9 @@ func verdicts(tds []teardown, budget time.Duration) []string {
 		}
 		if len(s.serverFirst) > 0 {
 			parts = append(parts, fmt.Sprintf("closed %d itself (%s)", len(s.serverFirst), strings.Join(dedup(s.serverFirst), ", ")))
+			if s.resetAnswer > 0 {
+				parts = append(parts, fmt.Sprintf("reset endwell's answering close_notify on %d of them (it closes its socket right after its own)", s.resetAnswer))
+			}
 		}
 		if len(s.aborted) > 0 {
 			parts = append(parts, fmt.Sprintf("%d aborted by endwell (%s)", len(s.aborted), strings.Join(dedup(s.aborted), ", ")))

@@ -81,10 +81,16 @@ goodbye take, was a GOAWAY sent.
 
 Columns:
   REASON, MODE, OUTCOME  why the connection closed, graceful or abort, and how it went
-                         (clean: both goodbyes exchanged; peer_silent: the peer closed
-                         without close_notify; timed_out: forced at the budget; aborted)
+                         (clean: every goodbye exchanged, close_notify and FIN both ways
+                         and endwell's GOAWAY over HTTP/2, with no reset from the peer;
+                         peer_silent: not all of them, and no failure of endwell's: most
+                         often the peer closed without close_notify, or it reset the
+                         connection rather than read endwell's; timed_out: forced at the
+                         budget; aborted; failed: a write, a read or the peer's data broke
+                         the goodbye)
   NOTIFY, FIN            TLS close_notify and TCP FIN: sent by endwell / received from
-                         the peer
+                         the peer; +RST: the peer then reset the connection (it had
+                         closed its socket without reading endwell's goodbye)
   GOAWAY                 HTTP/2 GOAWAY sent by endwell ("-" for HTTP/1.1)
   DRAINED, TOOK          bytes read from the peer while closing; how long the close took
   SERVER SAW             how the embedded server saw the client end the connection
@@ -187,6 +193,7 @@ type teardown struct {
 	GoAwaySent          bool      `json:"goaway_sent"`
 	FINSent             bool      `json:"fin_sent"`
 	FINReceived         bool      `json:"fin_received"`
+	RSTReceived         bool      `json:"rst_received"`
 	DrainBytes          int64     `json:"drain_bytes"`
 	Start               time.Time `json:"start"`
 	DurationMS          float64   `json:"duration_ms"`
@@ -219,6 +226,8 @@ func teardownFromSpan(s sdktrace.ReadOnlySpan) teardown {
 			td.FINSent = v.AsBool()
 		case "endwell.tcp.fin.received":
 			td.FINReceived = v.AsBool()
+		case "endwell.tcp.rst.received":
+			td.RSTReceived = v.AsBool()
 		case "endwell.drain.bytes":
 			td.DrainBytes = v.AsInt64()
 		case "server.address":
@@ -327,6 +336,16 @@ func sentRecv(sent, recv bool) string {
 		return "recv"
 	}
 	return "no"
+}
+
+// finCell renders the FIN column: sentRecv of the FINs, and "+RST" when the peer reset the
+// connection (a peer that closed its socket answers what arrives after with a reset).
+func finCell(td teardown) string {
+	s := sentRecv(td.FINSent, td.FINReceived)
+	if td.RSTReceived {
+		s += "+RST"
+	}
+	return s
 }
 
 // goAwayCell renders the GOAWAY column: "-" where HTTP/1.1 has no GOAWAY.

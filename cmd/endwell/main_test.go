@@ -95,10 +95,11 @@ var wantScenarios = map[string]want{
 	"idle timeout (150ms)":           {"idle_timeout", "graceful", []string{"clean"}, true},
 	"early Body.Close (4 MiB)":       {"body_closed_early", "abort", []string{"aborted"}, false},
 	"request cancelled":              {"context_canceled", "abort", []string{"aborted"}, false},
-	// The server sends close_notify and FIN together: endwell does not answer a peer that has
-	// closed TCP as well (curl's rule), but reads its close_notify before the FIN.
-	"server Connection: close": {"server_close", "graceful", []string{"clean"}, false},
-	"server closes idle conn":  {"peer_closed", "graceful", []string{"clean"}, false},
+	// The server sends close_notify and FIN together, and keeps reading (a half-close):
+	// endwell answers its close_notify with its own before its FIN (RFC 8446, section
+	// 6.1), even when the server's FIN has arrived too.
+	"server Connection: close": {"server_close", "graceful", []string{"clean"}, true},
+	"server closes idle conn":  {"peer_closed", "graceful", []string{"clean"}, true},
 	"Shutdown, silent peer":    {"shutdown", "graceful", []string{"peer_silent"}, true},
 	"Shutdown, stalled peer":   {"shutdown", "graceful", []string{"timed_out"}, false},
 	"Transport.Close":          {"close", "abort", []string{"aborted"}, false},
@@ -139,10 +140,21 @@ func TestScenariosTable(t *testing.T) {
 			if f[5] != wantGoAway {
 				t.Errorf("GOAWAY: got %q, want %q", f[5], wantGoAway)
 			}
+			if f[3] == "clean" && (f[4] != "sent+recv" || !strings.HasPrefix(f[6], "sent+recv") || proto == "h2" && f[5] != "sent") {
+				t.Errorf("clean with NOTIFY %q, GOAWAY %q, FIN %q: want every goodbye said both ways", f[4], f[5], f[6])
+			}
 			if proto != "http/1.1" {
 				return
 			}
 			saw := strings.Join(f[10:], " ")
+			// The row agrees with what the server saw: endwell's close_notify, and its
+			// FIN unless the server had stopped reading.
+			if sent := strings.HasPrefix(f[4], "sent"); saw != "still open" && sent != strings.HasPrefix(saw, "close_notify") {
+				t.Errorf("NOTIFY %q, but the server saw %q", f[4], saw)
+			}
+			if sent := strings.HasPrefix(f[6], "sent"); sent && saw != "still open" && !strings.Contains(saw, "FIN") {
+				t.Errorf("FIN %q, but the server saw %q", f[6], saw)
+			}
 			if w.mode == "abort" && !strings.Contains(saw, "no close_notify") {
 				t.Errorf("server saw %q, want no close_notify", saw)
 			}
@@ -181,7 +193,7 @@ func TestScenariosJSON(t *testing.T) {
 		}
 		for _, key := range []string{"kind", "client", "protocol", "server", "reason", "mode", "outcome",
 			"close_notify_sent", "close_notify_received", "goaway_sent", "fin_sent", "fin_received",
-			"drain_bytes", "start", "duration_ms", "server_saw"} {
+			"rst_received", "drain_bytes", "start", "duration_ms", "server_saw"} {
 			if _, ok := o[key]; !ok {
 				t.Errorf("%s: no %q field in %v", name, key, o)
 			}
@@ -194,6 +206,16 @@ func TestScenariosJSON(t *testing.T) {
 		}
 		if w.mode == "abort" && o["close_notify_sent"] != false {
 			t.Errorf("%s: got close_notify_sent %v, want false", name, o["close_notify_sent"])
+		}
+		if o["outcome"] == "clean" {
+			for _, key := range []string{"close_notify_sent", "close_notify_received", "fin_sent", "fin_received"} {
+				if o[key] != true {
+					t.Errorf("%s over %v: clean with %s %v: want every goodbye said both ways", name, o["protocol"], key, o[key])
+				}
+			}
+		}
+		if saw, _ := o["server_saw"].(string); o["protocol"] == "http/1.1" && saw != "still open" && o["close_notify_sent"] != strings.HasPrefix(saw, "close_notify") {
+			t.Errorf("%s: close_notify_sent %v, but the server saw %q", name, o["close_notify_sent"], saw)
 		}
 		if name == "Shutdown, stalled peer" {
 			// Forced at the 300ms budget: not much before it (the budget counts from

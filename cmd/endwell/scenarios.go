@@ -488,7 +488,8 @@ func runScenarios(ctx context.Context, cfg *config, stdout, stderr io.Writer) in
 	}
 	tw.Flush()
 	fmt.Fprintln(stdout)
-	fmt.Fprintln(stdout, "NOTIFY, FIN: TLS close_notify and TCP FIN, sent by endwell / received from the server.")
+	fmt.Fprintln(stdout, "NOTIFY, FIN: TLS close_notify and TCP FIN, sent by endwell / received from the server;")
+	fmt.Fprintln(stdout, "+RST: the server then reset the connection (it had closed its socket).")
 	fmt.Fprintln(stdout, "SERVER SAW: how the server saw the client end the connection (still open: it had stopped reading).")
 	if blind {
 		fmt.Fprintln(stdout, "h2 rows play against net/http's HTTP/2 server, which cannot report what it saw.")
@@ -591,7 +592,7 @@ func (r connRow) cells() string {
 	return strings.Join([]string{
 		td.Protocol, td.Reason, td.Mode, td.Outcome,
 		sentRecv(td.CloseNotifySent, td.CloseNotifyReceived), goAwayCell(*td),
-		sentRecv(td.FINSent, td.FINReceived), fmtBytes(td.DrainBytes), fmtDur(td.duration),
+		finCell(*td), fmtBytes(td.DrainBytes), fmtDur(td.duration),
 		r.sawCell(),
 	}, "\t")
 }
