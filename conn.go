@@ -32,6 +32,7 @@ type conn struct {
 	tunnelWatch *shutdown.Conn
 	nc          net.Conn // what HTTP reads and writes: tlsc or raw
 	h2          *h2Conn  // the HTTP/2 connection over nc, or nil for HTTP/1.1; set by the dial
+	h3          *h3Conn  // the HTTP/3 connection, or nil; raw, nc and the buffers are then nil
 
 	activeUses int           // requests using the connection: 1 for HTTP/1.1, streams for HTTP/2; guarded by t.mu
 	unused     chan struct{} // closed when activeUses drops to 0, if a teardown waits; guarded by t.mu
@@ -170,6 +171,9 @@ func (pc *conn) abort(cause error) bool {
 
 // layers builds the connection's teardown stack, top first.
 func (pc *conn) layers() []shutdown.Layer {
+	if pc.h3 != nil {
+		return []shutdown.Layer{pc.h3.c.Layer()} // QUIC: TLS and the socket are its own
+	}
 	ls := make([]shutdown.Layer, 0, 4)
 	var tlsTop *shutdown.TLS
 	if pc.tlsc != nil {

@@ -28,6 +28,18 @@ func (t *Transport) dialForPool(ctx context.Context, key string) (*conn, int, er
 	if tg == nil {
 		return nil, 0, fmt.Errorf("endwell: no dial target for %q", key)
 	}
+	if tg.h3 {
+		pc, err := t.dialH3(ctx, tg)
+		if err != nil {
+			return nil, 0, err
+		}
+		pc.h3.start()
+		capacity := pc.h3.c.MaxStreams()
+		if t.DisableKeepAlives {
+			capacity = 1
+		}
+		return pc, capacity, nil
+	}
 	pc, err := t.dial(ctx, tg)
 	if err != nil {
 		return nil, 0, err

@@ -59,16 +59,19 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		mark := pc.nwritten.Load()
 		var resp *http.Response
-		if pc.h2 != nil {
+		switch {
+		case pc.h2 != nil:
 			resp, err = pc.h2.roundTrip(req)
-		} else {
+		case pc.h3 != nil:
+			resp, err = pc.h3.roundTrip(req)
+		default:
 			resp, err = pc.roundTrip(req, trace)
 		}
 		if err == nil {
 			return resp, nil
 		}
 		wrote := pc.writtenSince(mark) > 0
-		if pc.h2 != nil {
+		if pc.h2 != nil || pc.h3 != nil {
 			// An HTTP/2 stream's bytes can't be told from its neighbours': its error says
 			// whether the server saw it (a stream refused by GOAWAY or REFUSED_STREAM is
 			// retried even on a new connection).
@@ -174,6 +177,9 @@ type target struct {
 	// h1Only says the request needs HTTP/1.1 (an Upgrade, such as WebSocket's): its
 	// connections offer nothing else, and its pool key starts with h1KeyPrefix.
 	h1Only bool
+	// h3 says the request goes over HTTP/3 (HTTP3.Only): its pool key starts with
+	// h3KeyPrefix.
+	h3 bool
 }
 
 // h1KeyPrefix starts the pool keys of HTTP/1.1-only targets.
@@ -239,12 +245,13 @@ func (t *Transport) dialTarget(ctx context.Context, key string) *target {
 		return tg
 	}
 	rest, h1Only := strings.CutPrefix(key, h1KeyPrefix)
+	rest, h3 := strings.CutPrefix(rest, h3KeyPrefix)
 	scheme, addr, ok := strings.Cut(rest, "://")
 	host, _, err := net.SplitHostPort(addr)
 	if !ok || err != nil || (scheme != "http" && scheme != "https") {
 		return nil
 	}
-	return &target{key: key, scheme: scheme, addr: addr, host: host, h1Only: h1Only}
+	return &target{key: key, scheme: scheme, addr: addr, host: host, h1Only: h1Only, h3: h3}
 }
 
 type targetCacheKey struct {
@@ -280,6 +287,17 @@ func (t *Transport) newTarget(req *http.Request) (*target, error) {
 			}
 			tg.proxy = pu
 		}
+	}
+	if t.h3Only(u.Scheme) {
+		switch {
+		case tg.proxy != nil:
+			return nil, &RequestError{"HTTP/3 (HTTP3.Only) cannot go through a proxy, and Proxy named one"}
+		case tg.h1Only:
+			return nil, &RequestError{"an Upgrade request needs HTTP/1.1, and HTTP3.Only allows HTTP/3 alone"}
+		}
+		tg.h3 = true
+		tg.key = h3KeyPrefix + u.Scheme + "://" + addr
+		return tg, nil
 	}
 	switch {
 	case tg.proxy == nil:
@@ -334,6 +352,14 @@ func (t *Transport) getConn(ctx context.Context, tg *target, trace *httptrace.Cl
 				}
 				continue
 			}
+		} else if pc.h3 != nil {
+			// internal/h3 watches the connection and reports its end.
+			if !pc.h3.usable() {
+				if !info.Reused {
+					return nil, false, &DialError{Op: "h3", Addr: tg.addr, Err: errGoAwayAtOnce}
+				}
+				continue
+			}
 		} else if !pc.takeFromIdle() {
 			// A connection handed over by Put, idle or straight to a waiting Get, has
 			// its idle watcher running.
@@ -347,6 +373,7 @@ func (t *Transport) getConn(ctx context.Context, tg *target, trace *httptrace.Cl
 		pc.setState(stateActive)
 		pc.noteRequest(ctx)
 		if trace != nil && trace.GotConn != nil {
+			// An HTTP/3 connection has no net.Conn to give: Conn is nil.
 			trace.GotConn(httptrace.GotConnInfo{
 				Conn: pc.nc, Reused: info.Reused, WasIdle: info.WasIdle, IdleTime: info.IdleTime,
 			})

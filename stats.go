@@ -81,6 +81,14 @@ func (t *Transport) teardownStarted(pc *conn) {
 // teardownDone is the Done of every teardown: it runs once pc's socket is closed.
 func (pc *conn) teardownDone(ctx context.Context, r *shutdown.Record) {
 	t := pc.t
+	if h := pc.h3; h != nil && !r.ConnectionCloseSent {
+		// An abort's CONNECTION_CLOSE (the layer's abort verb has no Progress to note
+		// it in), or quic-go's own.
+		if code, sent := h.c.CloseCode(); sent {
+			r.ConnectionCloseSent, r.QUICCloseCode = true, code
+			r.ClosingPeriod = h.c.ClosingPeriod()
+		}
+	}
 	cs := &t.stats
 	cs.mu.Lock()
 	if cs.closing[pc.key]--; cs.closing[pc.key] <= 0 {

@@ -44,6 +44,8 @@ const (
 	attrFINReceived         = attribute.Key("endwell.tcp.fin.received")
 	attrRSTReceived         = attribute.Key("endwell.tcp.rst.received")
 	attrDrainBytes          = attribute.Key("endwell.drain.bytes")
+	attrQUICCloseCode       = attribute.Key("endwell.quic.close.code")
+	attrQUICClosingPeriod   = attribute.Key("endwell.quic.closing_period")
 )
 
 // telemetry holds the transport's tracer and instruments, made once by init.
@@ -226,6 +228,12 @@ func (pc *conn) report(ctx context.Context, r *shutdown.Record) {
 		attrRSTReceived.Bool(r.RSTReceived),
 		attrDrainBytes.Int64(r.DrainBytes),
 	)
+	if r.ConnectionCloseSent {
+		// QUIC: the CONNECTION_CLOSE's code, and how long the closing period lasted (s).
+		attrs = append(attrs,
+			attrQUICCloseCode.Int64(int64(r.QUICCloseCode)),
+			attrQUICClosingPeriod.Float64(r.ClosingPeriod.Seconds()))
+	}
 	if r.Outcome == shutdown.Failed && r.Err != nil {
 		attrs = append(attrs, semconv.ErrorType(errorTypeOf(r.Err)))
 	}

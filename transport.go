@@ -156,6 +156,9 @@ type Transport struct {
 	// ALPN.
 	TLSNextProto map[string]func(authority string, c *tls.Conn) http.RoundTripper
 
+	// HTTP3, if set, turns HTTP/3 on (see [HTTP3Config]). Nil means HTTP/3 is off.
+	HTTP3 *HTTP3Config
+
 	// HTTP2 configures HTTP/2, as in [http.Transport]. Zero means x/net's defaults. These
 	// fields apply: MaxDecoderHeaderTableSize, MaxEncoderHeaderTableSize,
 	// MaxReadFrameSize, SendPingTimeout and PingTimeout (when ReadIdleTimeout and
@@ -438,6 +441,13 @@ func (t *Transport) Clone() *Transport {
 	if t.HTTP2 != nil {
 		h := *t.HTTP2
 		c.HTTP2 = &h
+	}
+	if t.HTTP3 != nil {
+		h := *t.HTTP3
+		if h.QUIC != nil {
+			h.QUIC = h.QUIC.Clone()
+		}
+		c.HTTP3 = &h
 	}
 	if t.TLSNextProto != nil {
 		c.TLSNextProto = make(map[string]func(string, *tls.Conn) http.RoundTripper, len(t.TLSNextProto))

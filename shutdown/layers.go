@@ -93,7 +93,7 @@ func (l *TCP) Graceful(ctx context.Context, p *Progress) (err error) {
 			err = cerr
 		}
 	}()
-	p.Expect(FINSent)
+	p.Expect(FINSent, FINReceived)
 	if l.Conn.PeerReset() {
 		// The peer reset the connection before our teardown began: there is nobody
 		// left to say goodbye to; closing is all there is to do.

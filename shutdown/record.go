@@ -92,6 +92,14 @@ const (
 	Forced
 	// RSTReceived: the peer reset the connection (an RST, seen as ECONNRESET or EPIPE).
 	RSTReceived
+	// ConnectionCloseSent: a QUIC CONNECTION_CLOSE of ours went out (see
+	// Record.QUICCloseCode). ConnectionCloseReceived: the peer's arrived first (draining).
+	ConnectionCloseSent
+	ConnectionCloseReceived
+	// ClosingPeriodOver: the closing period after our CONNECTION_CLOSE ran its course
+	// (RFC 9000, section 10.2), answering the peer's late packets, before the socket was
+	// released.
+	ClosingPeriodOver
 )
 
 // String returns the step's name as endwell's span events spell it.
@@ -111,6 +119,12 @@ func (s Step) String() string {
 		return "forced"
 	case RSTReceived:
 		return "rst_received"
+	case ConnectionCloseSent:
+		return "connection_close_sent"
+	case ConnectionCloseReceived:
+		return "connection_close_received"
+	case ClosingPeriodOver:
+		return "closing_period_over"
 	}
 	return "unknown"
 }
@@ -140,6 +154,17 @@ type Record struct {
 	RSTReceived bool
 	// DrainBytes counts the bytes read from the peer while draining.
 	DrainBytes int64
+
+	// QUIC: ConnectionCloseSent says a CONNECTION_CLOSE of ours went out, with the code
+	// QUICCloseCode (an application code for HTTP/3: H3_NO_ERROR 0x100 for a goodbye,
+	// H3_REQUEST_CANCELLED 0x10c for an abort); ConnectionCloseReceived says the peer's
+	// came first. ClosingPeriod is how long the socket was kept after ours, answering the
+	// peer's late packets; ClosingPeriodOver says it ran its course.
+	ConnectionCloseSent     bool
+	ConnectionCloseReceived bool
+	ClosingPeriodOver       bool
+	QUICCloseCode           uint64
+	ClosingPeriod           time.Duration
 
 	// Start is when the teardown was decided: for an engine's graceful teardown, when Go
 	// was called, so that its wait in the engine's line counts. Duration runs from Start
@@ -194,6 +219,22 @@ func (p *Progress) Noted(step Step) bool {
 	return f != nil && *f
 }
 
+// NoteQUICClose records a CONNECTION_CLOSE of ours, with its code (the ConnectionCloseSent
+// step).
+func (p *Progress) NoteQUICClose(code uint64) {
+	p.rec.QUICCloseCode = code
+	p.Note(ConnectionCloseSent)
+}
+
+// NoteClosingPeriod records how long the closing period lasted (and the ClosingPeriodOver
+// step if over says it ran its course).
+func (p *Progress) NoteClosingPeriod(d time.Duration, over bool) {
+	p.rec.ClosingPeriod = d
+	if over {
+		p.Note(ClosingPeriodOver)
+	}
+}
+
 // AddDrained counts n bytes read from the peer while draining.
 func (p *Progress) AddDrained(n int) { p.rec.DrainBytes += int64(n) }
 
@@ -210,10 +251,15 @@ func (p *Progress) Expect(steps ...Step) {
 // close_notify was sent and the peer's arrived.
 func (p *Progress) ExpectCloseNotify() { p.Expect(CloseNotifySent, CloseNotifyReceived) }
 
-// clean reports whether the peer's FIN and every expected step were noted, and no reset.
+// clean reports whether every expected step was noted (a TCP stack expects both FINs, a
+// TLS one both close_notify alerts, a QUIC one its close and closing period), and no
+// reset. A stack whose layers expect nothing is clean on the peer's FIN.
 func (p *Progress) clean() bool {
-	if !p.rec.FINReceived || p.rec.RSTReceived {
+	if p.rec.RSTReceived {
 		return false
+	}
+	if p.expected == 0 {
+		return p.rec.FINReceived
 	}
 	for s := Step(0); s < 32; s++ {
 		if p.expected&(1<<s) != 0 && !p.Noted(s) {
@@ -237,6 +283,12 @@ func (r *Record) flag(step Step) *bool {
 		return &r.FINReceived
 	case RSTReceived:
 		return &r.RSTReceived
+	case ConnectionCloseSent:
+		return &r.ConnectionCloseSent
+	case ConnectionCloseReceived:
+		return &r.ConnectionCloseReceived
+	case ClosingPeriodOver:
+		return &r.ClosingPeriodOver
 	}
 	return nil
 }

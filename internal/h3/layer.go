@@ -46,19 +46,37 @@ func (l *Layer) Graceful(ctx context.Context, p *shutdown.Progress) error {
 	}
 	c.mu.Lock()
 	c.settleLocked()
-	sent, closedAt := c.closeSent, c.closedAt
+	sent, code, closedAt, closeErr := c.closeSent, c.closeCode, c.closedAt, c.closeErr
 	c.mu.Unlock()
 	if !sent {
-		// The peer closed (draining), or the connection timed out: nothing to answer.
+		// The peer closed (draining), or the connection timed out: nothing to answer. A
+		// peer's CONNECTION_CLOSE is its whole goodbye: the ending is clean with it.
+		if peerClosed(closeErr) {
+			p.Expect(shutdown.ConnectionCloseReceived)
+			p.Note(shutdown.ConnectionCloseReceived)
+		}
 		c.release()
 		return nil
 	}
+	// Ours went out: the ending is clean once its closing period ran its course.
+	p.Expect(shutdown.ConnectionCloseSent, shutdown.ClosingPeriodOver)
+	p.NoteQUICClose(code)
 	p.Waiting()
-	if err := sleepUntil(ctx, closedAt.Add(closingPeriod(c.qc.ConnectionStats()))); err != nil {
-		return err
-	}
+	err := sleepUntil(ctx, closedAt.Add(closingPeriod(c.qc.ConnectionStats())))
 	c.release()
-	return nil
+	p.NoteClosingPeriod(c.ClosingPeriod(), err == nil)
+	return err
+}
+
+// peerClosed reports whether the connection's close error is the peer's CONNECTION_CLOSE.
+func peerClosed(err error) bool {
+	if ae, ok := errors.AsType[*quic.ApplicationError](err); ok {
+		return ae.Remote
+	}
+	if te, ok := errors.AsType[*quic.TransportError](err); ok {
+		return te.Remote
+	}
+	return false
 }
 
 // Abort ends the connection without a goodbye: a CONNECTION_CLOSE with
