@@ -18,8 +18,14 @@ import (
 type HTTP3Config struct {
 	// Only, if true, sends every https:// request over HTTP/3 alone: no TCP, no fallback.
 	// A Proxy that names a proxy for such a request fails it (QUIC does not go through
-	// HTTP or SOCKS proxies; endwell never bypasses a proxy it was given). Only false
-	// (the default) has no effect yet: HTTP/3 found through Alt-Svc is not implemented.
+	// HTTP or SOCKS proxies; endwell never bypasses a proxy it was given).
+	//
+	// Only false (the default) finds HTTP/3 through Alt-Svc (RFC 7838): an https origin
+	// that answers over TCP with an "h3" alternative is dialled over QUIC in the
+	// background; once that connection is up, its requests go over HTTP/3. No request
+	// waits for QUIC: until then, and while an alternative that failed is marked broken
+	// (5 minutes, doubling at each failure in a row, up to 2 days), requests go over TCP.
+	// Requests through a proxy, and Upgrade requests, always go over TCP.
 	Only bool
 
 	// QUIC configures the QUIC connections; it is cloned. Nil, or zero fields, mean
@@ -44,6 +50,9 @@ type h3Conn struct {
 	ready atomic.Bool
 	// early holds a hook's ending that came before ready, run by start.
 	early atomic.Pointer[func()]
+	// alt is the Alt-Svc alternative this connection serves as "up", or nil; guarded by
+	// the transport's altSvcs.mu.
+	alt *altSvc
 }
 
 // h3Only reports whether tg's requests go over HTTP/3 alone.

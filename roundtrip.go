@@ -43,8 +43,24 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return nil, err
 	}
+	// tcp is the TCP target of an origin whose requests go over HTTP/3 by Alt-Svc: the
+	// fallback when the alternative fails before the request is sent.
+	var tcp *target
+	if t.altSvcOn() && tg.scheme == "https" && tg.proxy == nil && !tg.h1Only {
+		if h3tg := t.alts.route(t, tg); h3tg != nil {
+			tcp, tg = tg, h3tg
+		}
+	}
 	for attempt := 0; ; attempt++ {
 		pc, reused, err := t.getConn(ctx, tg, trace)
+		if err != nil && tcp != nil && NotSent(err) && ctx.Err() == nil {
+			// The alternative failed (its connection went away, a new dial failed): it
+			// is broken for a while, and the request goes over TCP at once.
+			t.alts.broken(tcp.addr, tg)
+			tg, tcp = tcp, nil
+			attempt--
+			continue
+		}
 		if err != nil {
 			if attempt == 0 && errors.Is(err, errGoAwayAtOnce) && ctx.Err() == nil {
 				// A new HTTP/2 connection refused every stream before the request was
@@ -68,6 +84,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			resp, err = pc.roundTrip(req, trace)
 		}
 		if err == nil {
+			if tcp == nil && pc.h3 == nil && t.altSvcOn() {
+				t.alts.learn(t, tg, resp.Header)
+			}
 			return resp, nil
 		}
 		wrote := pc.writtenSince(mark) > 0
@@ -89,6 +108,11 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			req = req.Clone(ctx) // never mutate the caller's request
 			req.Body = body
+		}
+		if tcp != nil {
+			// An HTTP/3 connection of an alternative refused the request unsent (a
+			// GOAWAY, its end): the next try goes over TCP.
+			tg, tcp = tcp, nil
 		}
 	}
 }

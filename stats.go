@@ -68,6 +68,9 @@ func (t *Transport) Stats() Stats {
 
 // teardownStarted counts pc's teardown as in progress.
 func (t *Transport) teardownStarted(pc *conn) {
+	if pc.h3 != nil {
+		t.alts.down(pc.h3)
+	}
 	cs := &t.stats
 	cs.mu.Lock()
 	if cs.closing == nil {

@@ -227,6 +227,7 @@ type Transport struct {
 	engine   shutdown.Engine
 	tel      telemetry
 	targets  targetCache
+	alts     altSvcs
 	stats    closeStats
 
 	// state is stateOpen, stateShuttingDown or stateClosed.
