@@ -32,7 +32,7 @@ type h3Server struct {
 	conns  []*quic.Conn
 }
 
-func startH3Server(t *testing.T) *h3Server {
+func startH3Server(t testing.TB) *h3Server {
 	t.Helper()
 	udp, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
