@@ -62,4 +62,3 @@ func BenchmarkHTTP3(b *testing.B) {
 		})
 	}
 }
-
