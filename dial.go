@@ -60,9 +60,9 @@ func (t *Transport) dial(ctx context.Context, tg *target) (*conn, error) {
 	var err error
 	reached := false // the SOCKS proxy was reached, and refused or failed the connection
 	if tg.proxy != nil && isSOCKS(tg.proxy) {
-		nc, reached, err = t.dialSOCKS(ctx, tg, trace)
+		nc, reached, err = t.dialSOCKS(ctx, tg)
 	} else {
-		nc, err = t.dialTCP(ctx, dialAddr, trace)
+		nc, err = t.dialTCP(ctx, dialAddr)
 	}
 	if err != nil {
 		if tg.proxy == nil {
@@ -166,53 +166,12 @@ func (t *Transport) dialUserTLS(ctx context.Context, tg *target, trace *httptrac
 	return t.finishDial(ctx, tg, newConn(t, tg.key, raw, tc))
 }
 
-// dialTCP dials addr. With the default dialer and a trace that wants DNS events, it
-// resolves the name itself so that the DNS hooks fire, then tries each address in turn.
-func (t *Transport) dialTCP(ctx context.Context, addr string, trace *httptrace.ClientTrace) (net.Conn, error) {
-	connect := func(a string) (net.Conn, error) {
-		if trace != nil && trace.ConnectStart != nil {
-			trace.ConnectStart("tcp", a)
-		}
-		c, err := t.cfg.dial(ctx, "tcp", a)
-		if trace != nil && trace.ConnectDone != nil {
-			trace.ConnectDone("tcp", a, err)
-		}
-		return c, err
-	}
-	if !t.cfg.ownDialer || trace == nil || (trace.DNSStart == nil && trace.DNSDone == nil) {
-		return connect(addr)
-	}
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil || net.ParseIP(host) != nil {
-		return connect(addr)
-	}
-	if trace.DNSStart != nil {
-		trace.DNSStart(httptrace.DNSStartInfo{Host: host})
-	}
-	ips, err := net.DefaultResolver.LookupIPAddr(ctx, host)
-	if trace.DNSDone != nil {
-		trace.DNSDone(httptrace.DNSDoneInfo{Addrs: ips, Err: err})
-	}
-	if err != nil {
-		return nil, err
-	}
-	var firstErr error
-	for _, ip := range ips {
-		c, err := connect(net.JoinHostPort(ip.String(), port))
-		if err == nil {
-			return c, nil
-		}
-		if firstErr == nil {
-			firstErr = err
-		}
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	if firstErr == nil {
-		firstErr = fmt.Errorf("no addresses for %s", host)
-	}
-	return nil, firstErr
+// dialTCP dials addr with the transport's dialer. httptrace's DNS and Connect hooks fire
+// from the dialer itself, as in net/http: net.Resolver and net.Dialer call them from ctx,
+// which keeps the request's values (a custom DialContext that uses a net.Dialer with ctx
+// fires them too).
+func (t *Transport) dialTCP(ctx context.Context, addr string) (net.Conn, error) {
+	return t.cfg.dial(ctx, "tcp", addr)
 }
 
 // handshake runs a TLS client handshake over c for serverName, offering the protocols alpn,
@@ -333,7 +292,7 @@ func isSOCKS(u *url.URL) bool { return u.Scheme == "socks5" || u.Scheme == "sock
 //
 // reached reports whether the proxy was reached: a failure is then the proxy's answer (or
 // the SOCKS exchange's), not the dial's.
-func (t *Transport) dialSOCKS(ctx context.Context, tg *target, trace *httptrace.ClientTrace) (nc net.Conn, reached bool, err error) {
+func (t *Transport) dialSOCKS(ctx context.Context, tg *target) (nc net.Conn, reached bool, err error) {
 	var auth *proxy.Auth
 	if u := tg.proxy.User; u != nil {
 		auth = &proxy.Auth{User: u.Username()}
@@ -341,7 +300,7 @@ func (t *Transport) dialSOCKS(ctx context.Context, tg *target, trace *httptrace.
 	}
 	var dialErr error
 	fwd := socksForward(func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := t.dialTCP(ctx, addr, trace)
+		c, err := t.dialTCP(ctx, addr)
 		nc, dialErr = c, err
 		return c, err
 	})

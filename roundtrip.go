@@ -35,6 +35,13 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	ctx := req.Context()
+	if ctx.Err() != nil {
+		// As net/http: a request whose context is done fails before any hook fires.
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, context.Cause(ctx)
+	}
 	trace := httptrace.ContextClientTrace(ctx)
 	tg, err := t.targetFor(req)
 	if err != nil {

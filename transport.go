@@ -47,8 +47,9 @@ type Transport struct {
 	Proxy func(*http.Request) (*url.URL, error)
 
 	// DialContext dials the TCP connections. Zero means a [net.Dialer] with a 30 second
-	// timeout and 30 second keep-alive, as in [http.DefaultTransport]; endwell then
-	// resolves names itself so that httptrace's DNS hooks fire.
+	// timeout and 30 second keep-alive, as in [http.DefaultTransport]. Its context carries
+	// the request's values, so that httptrace's DNS and Connect hooks fire from it, as in
+	// net/http.
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	// Dial dials the TCP connections when DialContext is nil.
@@ -254,7 +255,6 @@ const (
 type config struct {
 	dial                  func(ctx context.Context, network, addr string) (net.Conn, error)
 	dialTLS               func(ctx context.Context, network, addr string) (net.Conn, error) // nil: dial, then endwell's handshake
-	ownDialer             bool
 	readBufferSize        int
 	writeBufferSize       int
 	tlsHandshakeTimeout   time.Duration
@@ -289,7 +289,6 @@ func (t *Transport) init() {
 			c.dialTLS = func(_ context.Context, network, addr string) (net.Conn, error) { return dial(network, addr) }
 		}
 		if c.dial == nil {
-			c.ownDialer = true
 			d := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
 			c.dial = d.DialContext
 		}
