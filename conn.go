@@ -15,8 +15,12 @@ import (
 	"github.com/endwell/endwell/shutdown"
 )
 
-// conn is one HTTP/1.1 connection. A request uses it from the caller's goroutine: it writes
-// the request and reads the response there, with no goroutine of the connection's own in
+// conn is one connection of the pool, whatever its protocol: its socket and TLS sessions,
+// its ending (decided once, see end), its telemetry. HTTP/2 and HTTP/3 hang their state
+// off h2 and h3; without either, it speaks HTTP/1.1.
+//
+// Over HTTP/1.1, a request uses the connection from the caller's goroutine: it writes the
+// request and reads the response there, with no goroutine of the connection's own in
 // between; only a request body is written from a goroutine of its own, so that a server
 // may answer before it has read the whole body. While the connection is idle, a watcher
 // goroutine waits on it to notice a server that closes it.

@@ -152,9 +152,9 @@ func (t *Transport) lifetime() time.Duration {
 	return jitter(d, rand.Int64N(2001)-1000)
 }
 
-// jitter returns d scaled by 1 + perMille/10000: perMille in [-1000, 1000] is ±10%.
-func jitter(d time.Duration, perMille int64) time.Duration {
-	return d + time.Duration(int64(d)/10000*perMille)
+// jitter returns d scaled by 1 + basisPoints/10000: basisPoints in [-1000, 1000] is ±10%.
+func jitter(d time.Duration, basisPoints int64) time.Duration {
+	return d + time.Duration(int64(d)/10000*basisPoints)
 }
 
 // idleLayer is the top of every HTTP/1.1 connection's teardown stack: it stops the idle

@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -290,5 +289,3 @@ func errString(err error) string {
 	}
 	return err.Error()
 }
-
-var _ = time.Second
