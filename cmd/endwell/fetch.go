@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/quic-go/quic-go"
+
 	"github.com/endwell/endwell"
 )
 
@@ -133,6 +135,13 @@ func describe(err error, timeout time.Duration) string {
 		return fmt.Sprintf("proxy %s: %v", de.Addr, de.Err)
 	case errors.As(err, &dns):
 		return fmt.Sprintf("cannot resolve host %q: %v", dns.Name, dns.Err)
+	case errors.As(err, &de) && de.Op == "h3":
+		var hs *quic.HandshakeTimeoutError
+		var idle *quic.IdleTimeoutError
+		if errors.As(err, &hs) || errors.As(err, &idle) || de.Timeout() || errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Sprintf("QUIC handshake with %s timed out: nothing answered over UDP (does the server speak HTTP/3 on that port?)", de.Addr)
+		}
+		return fmt.Sprintf("QUIC handshake with %s failed: %v", de.Addr, de.Err)
 	case errors.As(err, &de) && errors.Is(err, syscall.ECONNREFUSED):
 		return fmt.Sprintf("cannot connect to %s: connection refused", de.Addr)
 	case errors.As(err, &de) && de.Timeout():
@@ -162,6 +171,11 @@ func runFetch(ctx context.Context, cfg *config, stdout, stderr io.Writer) int {
 		TLSClientConfig: &tls.Config{InsecureSkipVerify: cfg.insecure},
 		TracerProvider:  col.tracerProvider(),
 		ShutdownTimeout: cfg.budget,
+	}
+	if cfg.h3 {
+		// HTTP/3 alone, no TCP. QUIC goes through no HTTP or SOCKS proxy: direct.
+		t.HTTP3 = &endwell.HTTP3Config{Only: true}
+		t.Proxy = nil
 	}
 	defer t.Close()
 	f := &fetcher{cfg: cfg, client: &http.Client{
@@ -297,14 +311,18 @@ func printConnections(w io.Writer, tds []teardown, cfg *config) {
 		return
 	}
 	fmt.Fprintf(w, "\nHow the connections ended (endwell's goodbye budget: %v):\n", cfg.budget)
+	// The QUIC columns only when a connection was HTTP/3.
+	quicCols := slices.ContainsFunc(tds, func(td teardown) bool { return td.quicTeardown != nil })
 	const maxRows = 20
 	if len(tds) <= maxRows {
 		tw := newTable(w)
-		fmt.Fprintln(tw, "SERVER\tPROTO\tREASON\tMODE\tOUTCOME\tNOTIFY\tGOAWAY\tFIN\tDRAINED\tGOODBYE")
+		if quicCols {
+			fmt.Fprintln(tw, "SERVER\tPROTO\tREASON\tMODE\tOUTCOME\tNOTIFY\tGOAWAY\tFIN\tQUIC CLOSE\tCLOSING\tDRAINED\tGOODBYE")
+		} else {
+			fmt.Fprintln(tw, "SERVER\tPROTO\tREASON\tMODE\tOUTCOME\tNOTIFY\tGOAWAY\tFIN\tDRAINED\tGOODBYE")
+		}
 		for _, td := range tds {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", td.Server, td.Protocol, td.Reason,
-				td.Mode, td.Outcome, sentRecv(td.CloseNotifySent, td.CloseNotifyReceived), goAwayCell(td),
-				finCell(td), fmtBytes(td.DrainBytes), fmtDur(td.duration))
+			fmt.Fprintln(tw, td.Server+"\t"+strings.Join(teardownCells(td, quicCols), "\t"))
 		}
 		tw.Flush()
 	} else {
@@ -314,8 +332,13 @@ func printConnections(w io.Writer, tds []teardown, cfg *config) {
 	for _, v := range verdicts(tds, cfg.budget) {
 		fmt.Fprintln(w, v)
 	}
-	fmt.Fprintln(w, "NOTIFY and FIN: TLS close_notify and TCP FIN, sent by endwell / received from the server;")
-	fmt.Fprintln(w, "+RST: the server then reset the connection (it had closed its socket).")
+	if !quicCols || slices.ContainsFunc(tds, func(td teardown) bool { return td.quicTeardown == nil }) {
+		fmt.Fprintln(w, "NOTIFY and FIN: TLS close_notify and TCP FIN, sent by endwell / received from the server;")
+		fmt.Fprintln(w, "+RST: the server then reset the connection (it had closed its socket).")
+	}
+	if quicCols {
+		fmt.Fprintln(w, quicLegend)
+	}
 }
 
 // verdicts says, per server, how it answers endwell's goodbyes.
@@ -327,6 +350,9 @@ func verdicts(tds []teardown, budget time.Duration) []string {
 		plain                                     bool
 		took                                      []time.Duration
 		aborted, serverFirst                      []string
+		// HTTP/3: closingOver counts the graceful endings whose closing period ran its
+		// course, closingCut those the budget cut short.
+		closingOver, closingCut int
 		// resetAnswer counts the connections the server closed first whose answer,
 		// endwell's close_notify and FIN, it reset: it had closed its socket.
 		resetAnswer int
@@ -356,6 +382,16 @@ func verdicts(tds []teardown, budget time.Duration) []string {
 		}
 		s.graceful++
 		s.took = append(s.took, td.duration)
+		if q := td.quicTeardown; q != nil {
+			// A QUIC peer answers a CONNECTION_CLOSE with silence (it drains): what
+			// there is to say is whether the closing period ran its course.
+			if q.ClosingPeriodOver {
+				s.closingOver++
+			} else {
+				s.closingCut++
+			}
+			continue
+		}
 		s.plain = s.plain || !td.CloseNotifySent && td.FINSent
 		switch {
 		case td.CloseNotifyReceived:
@@ -398,6 +434,12 @@ func verdicts(tds []teardown, budget time.Duration) []string {
 			}
 			if s.slow > 0 {
 				parts = append(parts, fmt.Sprintf("did not answer within the %v budget, socket closed underneath%s", budget, of(s.slow)))
+			}
+			if s.closingOver > 0 {
+				parts = append(parts, "endwell's CONNECTION_CLOSE sent, its closing period ran its course"+of(s.closingOver))
+			}
+			if s.closingCut > 0 {
+				parts = append(parts, fmt.Sprintf("closing period cut short at the %v budget%s", budget, of(s.closingCut)))
 			}
 			parts = append(parts, "goodbye took "+took)
 			if s.goaway > 0 {

@@ -1,19 +1,23 @@
 // Command endwell shows how HTTP connections end.
 //
 // With no arguments it starts embedded loopback TLS servers that report what they see on the
-// wire (close_notify or not, FIN or RST), plays each ending of endwell's contract through an
-// [endwell.Transport], and prints one row per connection: why it closed, how, what each side
-// sent, and what the server saw. -compare plays the same scenarios through
-// [net/http.Transport] as well, so that the difference is visible.
+// wire (close_notify or not, FIN or RST) and an HTTP/3 server that reports the QUIC frames it
+// receives (CONNECTION_CLOSE, stream resets) and whether the client's closing period answers
+// a late packet, plays each ending of endwell's contract through an [endwell.Transport], and
+// prints one row per connection: why it closed, how, what each side sent, and what the server
+// saw. -compare plays the same scenarios through [net/http.Transport] as well, so that the
+// difference is visible.
 //
 // With URLs it fetches each one with endwell, shuts the transport down, and reports how each
 // connection ended: whether the server answers close_notify, how long its goodbye took, and
-// whether a GOAWAY was sent. -n and -c turn that into a small load test.
+// whether a GOAWAY was sent. -h3 does the same over HTTP/3 alone: endwell's CONNECTION_CLOSE
+// and its closing period. -n and -c turn that into a small load test.
 //
 // Usage:
 //
 //	endwell [flags]            play the embedded scenarios
 //	endwell [flags] URL...     fetch URLs and report how their connections ended
+//	endwell -h3 [flags] URL... the same over HTTP/3 (QUIC)
 //
 // Run endwell -h for the flags.
 package main
@@ -44,6 +48,12 @@ const (
 )
 
 func main() {
+	// quic-go logs a warning on stderr when it cannot grow a UDP socket's buffers to
+	// 7 MB (the kernel's limit is lower on most machines): it is about throughput, and
+	// would only clutter endwell's tables. Set the variable to false to see it.
+	if _, ok := os.LookupEnv("QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING"); !ok {
+		os.Setenv("QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING", "true")
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -51,6 +61,7 @@ func main() {
 type config struct {
 	compare  bool
 	json     bool
+	h3       bool
 	n, c     int
 	timeout  time.Duration
 	budget   time.Duration
@@ -63,26 +74,33 @@ type config struct {
 const usageText = `endwell shows how HTTP connections end: who said goodbye, how, and what the other side saw.
 
 Usage:
-  endwell [flags]            play each ending of endwell's contract against embedded
-                             loopback TLS servers, one row per connection
-  endwell [flags] URL...     fetch each URL with endwell, shut down, and report how
-                             each connection ended
+  endwell [flags]             play each ending of endwell's contract against embedded
+                              loopback TLS and QUIC servers, one row per connection
+  endwell [flags] URL...      fetch each URL with endwell, shut down, and report how
+                              each connection ended
+  endwell -h3 [flags] URL...  the same over HTTP/3 alone (QUIC, no TCP)
 
 With no URL, endwell starts local TLS servers that report what they receive on the wire
-(close_notify or not, then FIN or RST) and plays: a finished exchange then an idle close,
-an idle timeout, a body closed early, a cancelled request, a server's Connection: close, a
-server closing an idle connection, Shutdown against a peer that never answers close_notify
-and against one that has stopped reading (forced at a 300ms budget), and Close. Nothing
-leaves the machine; it takes about a second.
+(close_notify or not, then FIN or RST), and a local HTTP/3 server that reports the QUIC
+frames it receives (CONNECTION_CLOSE and its code, STOP_SENDING, RESET_STREAM) and whether
+the client's closing period answers a late packet. It plays: a finished exchange then an
+idle close, an idle timeout, a body closed early, a cancelled request, a server's
+Connection: close, a server closing an idle connection, a server's GOAWAY, Shutdown
+against a peer that never answers close_notify and against one that has stopped reading
+(forced at a 300ms budget), and Close, over HTTP/1.1, HTTP/2 and HTTP/3 where the story
+applies. Nothing leaves the machine; it takes about a second.
 
 With URLs, endwell GETs each one (redirects are not followed), then shuts the transport
 down and reads its teardown records: does the server answer close_notify, how long did its
-goodbye take, was a GOAWAY sent.
+goodbye take, was a GOAWAY sent. With -h3, over HTTP/3: endwell's CONNECTION_CLOSE
+(H3_NO_ERROR) and whether its closing period ran its course, or the server's close first.
 
 Columns:
   REASON, MODE, OUTCOME  why the connection closed, graceful or abort, and how it went
                          (clean: every goodbye exchanged, close_notify and FIN both ways
                          and endwell's GOAWAY over HTTP/2, with no reset from the peer;
+                         over HTTP/3 endwell's CONNECTION_CLOSE and a closing period that
+                         ran its course, or the server's CONNECTION_CLOSE;
                          peer_silent: not all of them, and no failure of endwell's: most
                          often the peer closed without close_notify, or it reset the
                          connection rather than read endwell's; timed_out: forced at the
@@ -90,8 +108,14 @@ Columns:
                          the goodbye)
   NOTIFY, FIN            TLS close_notify and TCP FIN: sent by endwell / received from
                          the peer; +RST: the peer then reset the connection (it had
-                         closed its socket without reading endwell's goodbye)
-  GOAWAY                 HTTP/2 GOAWAY sent by endwell ("-" for HTTP/1.1)
+                         closed its socket without reading endwell's goodbye); "-" for
+                         HTTP/3
+  GOAWAY                 HTTP/2 GOAWAY sent by endwell ("-" for HTTP/1.1 and HTTP/3)
+  QUIC CLOSE, CLOSING    HTTP/3: the code of endwell's CONNECTION_CLOSE (0x100
+                         H3_NO_ERROR for a goodbye, 0x10c H3_REQUEST_CANCELLED for an
+                         abort; recv: the server's came first, and endwell sent nothing),
+                         and its closing period (three probe timeouts in which late
+                         packets are answered; no: a rapid close; cut: by the budget)
   DRAINED, TOOK          bytes read from the peer while closing; how long the close took
   SERVER SAW             how the embedded server saw the client end the connection
 
@@ -104,6 +128,7 @@ Examples:
   endwell -compare                         the same, next to net/http.Transport
   endwell https://example.com/             does example.com answer close_notify?
   endwell -json https://example.com/ | jq  one JSON object per connection
+  endwell -h3 https://cloudflare.com/      the same over HTTP/3: CONNECTION_CLOSE, closing period
   endwell -n 200 -c 8 https://localhost:8443/   200 requests, 8 at a time, then a summary
   endwell -insecure https://127.0.0.1:8443/     skip certificate verification
 
@@ -117,6 +142,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var cfg config
 	fs.BoolVar(&cfg.compare, "compare", false, "play the embedded scenarios through net/http.Transport too, side by side (no URL)")
 	fs.BoolVar(&cfg.json, "json", false, "print one JSON object per connection (and a summary object with -n) instead of tables")
+	fs.BoolVar(&cfg.h3, "h3", false, "fetch the URLs over HTTP/3 alone: QUIC, no TCP fallback, no proxy (https:// URLs)")
 	fs.IntVar(&cfg.n, "n", 0, "send `N` requests in all, spread over the URLs, then print a summary (latency, closes by outcome)")
 	fs.IntVar(&cfg.c, "c", 1, "with -n, run `C` requests at a time")
 	fs.DurationVar(&cfg.timeout, "timeout", 10*time.Second, "bound each request, from dial to the last byte of the body")
@@ -167,6 +193,8 @@ func (cfg *config) check() error {
 		return fmt.Errorf("-c %d: want 1 or more concurrent requests", cfg.c)
 	case cfg.n > 0 && len(cfg.urls) == 0:
 		return errors.New("-n needs at least one URL")
+	case cfg.h3 && len(cfg.urls) == 0:
+		return errors.New("-h3 probes servers over HTTP/3: give at least one https:// URL")
 	case cfg.timeout <= 0:
 		return fmt.Errorf("-timeout %v: want a positive duration", cfg.timeout)
 	case cfg.budget <= 0:
@@ -175,6 +203,9 @@ func (cfg *config) check() error {
 	for _, u := range cfg.urls {
 		if err := checkURL(u); err != nil {
 			return err
+		}
+		if cfg.h3 && !strings.HasPrefix(strings.ToLower(u), "https://") {
+			return fmt.Errorf("-h3: %q is not an https:// URL: HTTP/3 runs over QUIC, with TLS", u)
 		}
 	}
 	return nil
@@ -198,13 +229,35 @@ type teardown struct {
 	Start               time.Time `json:"start"`
 	DurationMS          float64   `json:"duration_ms"`
 	ErrorType           string    `json:"error_type,omitempty"`
+	// The QUIC fields, for HTTP/3 connections only.
+	*quicTeardown
 
 	duration time.Duration
+}
+
+// quicTeardown is how an HTTP/3 connection ended on the wire: the CONNECTION_CLOSE, and the
+// closing period after it. Its JSON field names are stable.
+type quicTeardown struct {
+	// ConnectionCloseSent says endwell's CONNECTION_CLOSE went out, with the code
+	// QUICCloseCode (absent when none was sent).
+	ConnectionCloseSent bool    `json:"connection_close_sent"`
+	QUICCloseCode       *uint64 `json:"quic_close_code,omitempty"`
+	// ConnectionCloseReceived says the server's CONNECTION_CLOSE came first: endwell
+	// drained, sending nothing.
+	ConnectionCloseReceived bool `json:"connection_close_received"`
+	// ClosingPeriodMS is how long the socket was kept after endwell's CONNECTION_CLOSE,
+	// answering late packets; ClosingPeriodOver says the period ran its course (a rapid
+	// close has none, and the budget may cut one short).
+	ClosingPeriodMS   float64 `json:"closing_period_ms"`
+	ClosingPeriodOver bool    `json:"closing_period_over"`
+
+	closingPeriod time.Duration
 }
 
 // teardownFromSpan reads a teardown span's attributes.
 func teardownFromSpan(s sdktrace.ReadOnlySpan) teardown {
 	var td teardown
+	var quic quicTeardown
 	var host string
 	var port int64
 	for _, kv := range s.Attributes() {
@@ -238,7 +291,28 @@ func teardownFromSpan(s sdktrace.ReadOnlySpan) teardown {
 			td.Protocol = protoName(v.AsString())
 		case "error.type":
 			td.ErrorType = v.String()
+		case "endwell.quic.close.code":
+			// Set only when endwell's CONNECTION_CLOSE went out (an abort's has no
+			// connection_close_sent event).
+			code := uint64(v.AsInt64())
+			quic.ConnectionCloseSent, quic.QUICCloseCode = true, &code
+		case "endwell.quic.closing_period":
+			quic.closingPeriod = time.Duration(v.AsFloat64() * float64(time.Second))
 		}
+	}
+	for _, ev := range s.Events() {
+		switch ev.Name {
+		case "connection_close_sent":
+			quic.ConnectionCloseSent = true
+		case "connection_close_received":
+			quic.ConnectionCloseReceived = true
+		case "closing_period_over":
+			quic.ClosingPeriodOver = true
+		}
+	}
+	if td.Protocol == "h3" {
+		quic.ClosingPeriodMS = float64(quic.closingPeriod.Microseconds()) / 1000
+		td.quicTeardown = &quic
 	}
 	td.Server = fmt.Sprintf("%s:%d", host, port)
 	if strings.Contains(host, ":") {
@@ -257,6 +331,8 @@ func protoName(version string) string {
 		return "http/1.1"
 	case "2":
 		return "h2"
+	case "3":
+		return "h3"
 	case "":
 		return "?"
 	}
@@ -357,6 +433,55 @@ func goAwayCell(td teardown) string {
 		return "no"
 	}
 	return "-"
+}
+
+// teardownCells renders a teardown's columns: PROTO, REASON, MODE, OUTCOME, NOTIFY, GOAWAY,
+// FIN, then if quic QUIC CLOSE and CLOSING, then DRAINED and how long the close took.
+func teardownCells(td teardown, quic bool) []string {
+	notify, fin, drained := sentRecv(td.CloseNotifySent, td.CloseNotifyReceived), finCell(td), fmtBytes(td.DrainBytes)
+	if td.quicTeardown != nil {
+		// No TLS record layer, no TCP: nothing to say in these columns.
+		notify, fin, drained = "-", "-", "-"
+	}
+	cells := []string{td.Protocol, td.Reason, td.Mode, td.Outcome, notify, goAwayCell(td), fin}
+	if quic {
+		cells = append(cells, quicCloseCell(td), closingCell(td))
+	}
+	return append(cells, drained, fmtDur(td.duration))
+}
+
+// quicCloseCell renders the QUIC CLOSE column: the code of endwell's CONNECTION_CLOSE,
+// "recv" when the server's came first, "no" for neither (a QUIC idle timeout, a stateless
+// reset), "-" for a connection over TCP.
+func quicCloseCell(td teardown) string {
+	q := td.quicTeardown
+	switch {
+	case q == nil:
+		return "-"
+	case q.ConnectionCloseSent && q.QUICCloseCode != nil:
+		return fmt.Sprintf("%#x", *q.QUICCloseCode)
+	case q.ConnectionCloseSent:
+		return "sent"
+	case q.ConnectionCloseReceived:
+		return "recv"
+	}
+	return "no"
+}
+
+// closingCell renders the CLOSING column: how long endwell's closing period lasted when it
+// ran its course, "cut" when the budget cut it short, "no" for a rapid close, "-" when no
+// CONNECTION_CLOSE of endwell's went out.
+func closingCell(td teardown) string {
+	q := td.quicTeardown
+	switch {
+	case q == nil || !q.ConnectionCloseSent:
+		return "-"
+	case q.ClosingPeriodOver:
+		return fmtDur(q.closingPeriod)
+	case td.Mode == "graceful":
+		return "cut"
+	}
+	return "no"
 }
 
 // fmtBytes renders a byte count briefly.

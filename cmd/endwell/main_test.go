@@ -5,16 +5,21 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/quic-go/quic-go"
 	"go.uber.org/goleak"
 
+	"github.com/endwell/endwell"
 	"github.com/endwell/endwell/internal/witness"
 )
 
@@ -105,17 +110,151 @@ var wantScenarios = map[string]want{
 	"Transport.Close":          {"close", "abort", []string{"aborted"}, false},
 }
 
+// wantH3 is how the scenarios played over HTTP/3 must end. A stream reset (early
+// Body.Close, a cancelled request) leaves the connection alive: the row is its later
+// CloseIdleConnections.
+var wantH3 = map[string]want{
+	"finished, CloseIdleConnections": {"close_idle", "graceful", []string{"clean"}, false},
+	"idle timeout (150ms)":           {"idle_timeout", "graceful", []string{"clean"}, false},
+	"early Body.Close (4 MiB)":       {"close_idle", "graceful", []string{"clean"}, false},
+	"request cancelled":              {"close_idle", "graceful", []string{"clean"}, false},
+	"server closes idle conn":        {"peer_closed", "graceful", []string{"clean"}, false},
+	"server GOAWAY":                  {"goaway_received", "graceful", []string{"clean"}, false},
+	"Shutdown, silent peer":          {"shutdown", "graceful", []string{"clean"}, false},
+	"Transport.Close":                {"close", "abort", []string{"aborted"}, false},
+}
+
+// h3StreamResets are the scenarios whose story resets a stream over HTTP/3.
+var h3StreamResets = map[string]bool{"early Body.Close (4 MiB)": true, "request cancelled": true}
+
+// resent matches the end of what the h3 server saw when the client's closing period
+// answered its late packet.
+var resent = regexp.MustCompile(`, re-sent [1-9][0-9]*x$`)
+
+// h3Row is an h3 row of the scenario table, or its JSON object.
+type h3Row struct {
+	reason, mode, outcome string
+	// quicClose is the code of endwell's CONNECTION_CLOSE as the QUIC CLOSE column
+	// renders it ("0x100"), "recv" or "no".
+	quicClose string
+	// over says the closing period ran its course, cut that the budget cut it short.
+	over, cut bool
+	took      time.Duration // how long the teardown took
+	saw       string        // what the server saw
+}
+
+// defaultBudget is endwell's ShutdownTimeout by default, the h3 rows' budget.
+const defaultBudget = 2 * time.Second
+
+// checkH3 checks an h3 row against its want, and against what the server saw.
+func checkH3(t *testing.T, name string, w want, r h3Row) {
+	t.Helper()
+	quicClose, over, saw := r.quicClose, r.over, r.saw
+	if r.reason != w.reason || r.mode != w.mode {
+		t.Errorf("got %s %s, want %s %s", r.reason, r.mode, w.reason, w.mode)
+	}
+	switch {
+	case slices.Contains(w.outcomes, r.outcome):
+	case r.outcome == "timed_out" && r.cut && r.took >= defaultBudget*9/10:
+		// The closing period is three probe timeouts, within the budget: a machine so
+		// busy that its RTT samples make that longer than the budget cuts it there.
+		t.Logf("closing period cut at the %v budget (the teardown took %v): a busy machine", defaultBudget, r.took)
+		over = true // the late packet came within it
+	default:
+		t.Errorf("outcome: got %s, want %v", r.outcome, w.outcomes)
+	}
+	wantClose := "0x100" // a goodbye: H3_NO_ERROR
+	switch {
+	case w.mode == "abort":
+		wantClose = "0x10c" // H3_REQUEST_CANCELLED
+	case w.reason == "peer_closed":
+		wantClose = "recv" // the server's CONNECTION_CLOSE came first: draining
+	}
+	if quicClose != wantClose {
+		t.Errorf("QUIC CLOSE: got %q, want %q", quicClose, wantClose)
+	}
+	// A goodbye keeps its closing period; an abort is a rapid close, and a draining
+	// connection sent nothing.
+	if want := wantClose == "0x100"; over != want {
+		t.Errorf("closing period ran its course: got %v, want %v", over, want)
+	}
+
+	// The row agrees with what the server saw: its stream resets, the CONNECTION_CLOSE with
+	// the code endwell recorded, and answers to its late packet if and only if endwell's
+	// closing period ran.
+	end, found := strings.CutPrefix(saw, "STOP_SENDING+RESET_STREAM(0x10c), then ")
+	if found != h3StreamResets[name] {
+		t.Errorf("the server saw %q: stream reset STOP_SENDING+RESET_STREAM(0x10c) %v, want %v", saw, found, h3StreamResets[name])
+	}
+	if strings.Contains(end, "STOP_SENDING") || strings.Contains(end, "RESET_STREAM") {
+		t.Errorf("the server saw %q: unexpected stream resets", saw)
+	}
+	switch quicClose {
+	case "recv":
+		if end != "nothing after its CONNECTION_CLOSE(app 0x100)" {
+			t.Errorf("QUIC CLOSE recv, but the server saw %q, want nothing after its own CONNECTION_CLOSE", saw)
+		}
+	case "no":
+		if strings.Contains(end, "CONNECTION_CLOSE(app") && !strings.HasPrefix(end, "nothing after its") {
+			t.Errorf("QUIC CLOSE no, but the server saw %q", saw)
+		}
+	default:
+		if !strings.HasPrefix(end, "CONNECTION_CLOSE(app "+quicClose+"), ") {
+			t.Errorf("endwell sent CONNECTION_CLOSE %s, but the server saw %q", quicClose, saw)
+		}
+		if over && !resent.MatchString(end) {
+			t.Errorf("endwell's closing period ran, but the server saw %q: its late packet unanswered", saw)
+		}
+		// The late packet reaches the client h3OneWay after its close: a rapid close
+		// released its socket long before (a busy machine may take longer; then, and
+		// when the budget cut the closing period short, either may be seen).
+		if w.mode == "abort" && r.took < h3OneWay && !strings.HasSuffix(end, ", not re-sent") {
+			t.Errorf("a rapid close in %v, but the server saw %q: its late packet answered", r.took, saw)
+		}
+	}
+}
+
+// scenarioTable parses the scenario table: each row's cells by column name, keyed by
+// scenario and protocol. Columns are at least two spaces apart, and no cell holds two
+// spaces in a row.
+func scenarioTable(t *testing.T, out string) map[string]map[string]string {
+	t.Helper()
+	sep := regexp.MustCompile(` {2,}`)
+	var header []string
+	rows := map[string]map[string]string{}
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, "SCENARIO ") {
+			header = sep.Split(line, -1)
+			continue
+		}
+		if header == nil {
+			continue
+		}
+		if line == "" {
+			break
+		}
+		f := sep.Split(line, -1)
+		if len(f) != len(header) {
+			t.Fatalf("row %q: got %d cells, want %d (%v)", line, len(f), len(header), header)
+		}
+		row := map[string]string{}
+		for i, h := range header {
+			row[h] = f[i]
+		}
+		rows[row["SCENARIO"]+" "+row["PROTO"]] = row
+	}
+	if header == nil {
+		t.Fatalf("no table in:\n%s", out)
+	}
+	return rows
+}
+
 func TestScenariosTable(t *testing.T) {
 	r := runCmd(t)
 	r.wantCode(t, exitOK)
-	// rows holds each row's fields after the scenario's name, by name and protocol.
-	rows := map[string][]string{}
-	for _, line := range strings.Split(r.stdout, "\n") {
-		for name := range wantScenarios {
-			if f := strings.Fields(strings.TrimPrefix(line, name+" ")); strings.HasPrefix(line, name+" ") && len(f) > 0 {
-				rows[name+" "+f[0]] = f
-			}
-		}
+	rows := scenarioTable(t, r.stdout)
+	if want := len(wantScenarios) + len(wantH2) + len(wantH3); len(rows) != want {
+		t.Errorf("got %d rows, want %d", len(rows), want)
 	}
 	check := func(name, proto string, w want) {
 		t.Run(name+" "+proto, func(t *testing.T) {
@@ -123,37 +262,58 @@ func TestScenariosTable(t *testing.T) {
 			if !ok {
 				t.Fatalf("no %s row for %q in:\n%s", proto, name, r.stdout)
 			}
-			// PROTO REASON MODE OUTCOME NOTIFY GOAWAY FIN DRAINED(2 fields) TOOK SERVER SAW...
-			if len(f) < 11 {
-				t.Fatalf("got %d fields, want at least 11: %v", len(f), f)
+			notify, goAway, fin, saw := f["NOTIFY"], f["GOAWAY"], f["FIN"], f["SERVER SAW"]
+			if proto != "h3" && (f["REASON"] != w.reason || f["MODE"] != w.mode || !slices.Contains(w.outcomes, f["OUTCOME"])) {
+				t.Errorf("got %s %s %s, want %s %s %v", f["REASON"], f["MODE"], f["OUTCOME"], w.reason, w.mode, w.outcomes)
 			}
-			if f[1] != w.reason || f[2] != w.mode || !slices.Contains(w.outcomes, f[3]) {
-				t.Errorf("got %v, want %s %s %v", f[1:4], w.reason, w.mode, w.outcomes)
+			if proto == "h3" {
+				for _, col := range []string{"NOTIFY", "GOAWAY", "FIN", "DRAINED"} {
+					if f[col] != "-" {
+						t.Errorf("%s: got %q, want - over HTTP/3", col, f[col])
+					}
+				}
+				over := f["CLOSING"] != "-" && f["CLOSING"] != "no" && f["CLOSING"] != "cut"
+				if over {
+					if _, err := time.ParseDuration(f["CLOSING"]); err != nil {
+						t.Errorf("CLOSING: got %q, want a duration", f["CLOSING"])
+					}
+				}
+				if f["QUIC CLOSE"] == "recv" && f["CLOSING"] != "-" {
+					t.Errorf("CLOSING: got %q, want - when endwell sent no CONNECTION_CLOSE", f["CLOSING"])
+				}
+				took, err := time.ParseDuration(f["TOOK"])
+				if err != nil {
+					t.Errorf("TOOK: %v", err)
+				}
+				checkH3(t, name, w, h3Row{f["REASON"], f["MODE"], f["OUTCOME"], f["QUIC CLOSE"], over, f["CLOSING"] == "cut", took, saw})
+				return
 			}
-			if w.mode == "abort" && f[4] != "no" {
-				t.Errorf("NOTIFY: got %q, want no: an abort sends no close_notify", f[4])
+			if f["QUIC CLOSE"] != "-" || f["CLOSING"] != "-" {
+				t.Errorf("QUIC CLOSE %q, CLOSING %q: want - over TCP", f["QUIC CLOSE"], f["CLOSING"])
+			}
+			if w.mode == "abort" && notify != "no" {
+				t.Errorf("NOTIFY: got %q, want no: an abort sends no close_notify", notify)
 			}
 			wantGoAway := map[string]string{"http/1.1": "-", "h2": "no"}[proto]
 			if proto == "h2" && w.mode == "graceful" {
 				wantGoAway = "sent"
 			}
-			if f[5] != wantGoAway {
-				t.Errorf("GOAWAY: got %q, want %q", f[5], wantGoAway)
+			if goAway != wantGoAway {
+				t.Errorf("GOAWAY: got %q, want %q", goAway, wantGoAway)
 			}
-			if f[3] == "clean" && (f[4] != "sent+recv" || !strings.HasPrefix(f[6], "sent+recv") || proto == "h2" && f[5] != "sent") {
-				t.Errorf("clean with NOTIFY %q, GOAWAY %q, FIN %q: want every goodbye said both ways", f[4], f[5], f[6])
+			if f["OUTCOME"] == "clean" && (notify != "sent+recv" || !strings.HasPrefix(fin, "sent+recv") || proto == "h2" && goAway != "sent") {
+				t.Errorf("clean with NOTIFY %q, GOAWAY %q, FIN %q: want every goodbye said both ways", notify, goAway, fin)
 			}
 			if proto != "http/1.1" {
 				return
 			}
-			saw := strings.Join(f[10:], " ")
 			// The row agrees with what the server saw: endwell's close_notify, and its
 			// FIN unless the server had stopped reading.
-			if sent := strings.HasPrefix(f[4], "sent"); saw != "still open" && sent != strings.HasPrefix(saw, "close_notify") {
-				t.Errorf("NOTIFY %q, but the server saw %q", f[4], saw)
+			if sent := strings.HasPrefix(notify, "sent"); saw != "still open" && sent != strings.HasPrefix(saw, "close_notify") {
+				t.Errorf("NOTIFY %q, but the server saw %q", notify, saw)
 			}
-			if sent := strings.HasPrefix(f[6], "sent"); sent && saw != "still open" && !strings.Contains(saw, "FIN") {
-				t.Errorf("FIN %q, but the server saw %q", f[6], saw)
+			if sent := strings.HasPrefix(fin, "sent"); sent && saw != "still open" && !strings.Contains(saw, "FIN") {
+				t.Errorf("FIN %q, but the server saw %q", fin, saw)
 			}
 			if w.mode == "abort" && !strings.Contains(saw, "no close_notify") {
 				t.Errorf("server saw %q, want no close_notify", saw)
@@ -169,27 +329,68 @@ func TestScenariosTable(t *testing.T) {
 	for name, w := range wantH2 {
 		check(name, "h2", w)
 	}
+	for name, w := range wantH3 {
+		check(name, "h3", w)
+	}
 }
 
 func TestScenariosJSON(t *testing.T) {
 	r := runCmd(t, "-json")
 	r.wantCode(t, exitOK)
 	objs := jsonLines(t, r.stdout)
-	if want := len(wantScenarios) + len(wantH2); len(objs) != want {
+	if want := len(wantScenarios) + len(wantH2) + len(wantH3); len(objs) != want {
 		t.Fatalf("got %d JSON objects, want %d (one per scenario and protocol)", len(objs), want)
 	}
+	quicKeys := []string{"connection_close_sent", "connection_close_received", "closing_period_ms", "closing_period_over"}
 	for _, o := range objs {
 		name, _ := o["scenario"].(string)
 		w, ok := wantScenarios[name]
-		if o["protocol"] == "h2" {
+		switch o["protocol"] {
+		case "h2":
 			w, ok = wantH2[name]
 			if want := w.mode == "graceful"; o["goaway_sent"] != want {
 				t.Errorf("%s over h2: got goaway_sent %v, want %v", name, o["goaway_sent"], want)
 			}
+		case "h3":
+			w, ok = wantH3[name]
 		}
 		if !ok {
-			t.Errorf("unexpected scenario %q", name)
+			t.Errorf("unexpected scenario %q over %v", name, o["protocol"])
 			continue
+		}
+		if o["protocol"] == "h3" {
+			t.Run(name+" h3", func(t *testing.T) {
+				for _, key := range quicKeys {
+					if _, ok := o[key]; !ok {
+						t.Errorf("no %q field in %v", key, o)
+					}
+				}
+				code, hasCode := o["quic_close_code"].(float64)
+				if sent := o["connection_close_sent"] == true; sent != hasCode {
+					t.Errorf("connection_close_sent %v, quic_close_code %v: want the code with the close", sent, o["quic_close_code"])
+				}
+				quicClose := "no"
+				switch {
+				case hasCode:
+					quicClose = fmt.Sprintf("%#x", int(code))
+				case o["connection_close_received"] == true:
+					quicClose = "recv"
+				}
+				over := o["closing_period_over"] == true
+				if ms, _ := o["closing_period_ms"].(float64); over && ms <= 0 {
+					t.Errorf("closing_period_ms %v: want the period's length", ms)
+				}
+				saw, _ := o["server_saw"].(string)
+				took := time.Duration(o["duration_ms"].(float64) * float64(time.Millisecond))
+				cut := o["connection_close_sent"] == true && !over && o["mode"] == "graceful"
+				checkH3(t, name, w, h3Row{o["reason"].(string), o["mode"].(string), o["outcome"].(string), quicClose, over, cut, took, saw})
+			})
+		} else {
+			for _, key := range append(quicKeys, "quic_close_code") {
+				if _, ok := o[key]; ok {
+					t.Errorf("%s over %v: a QUIC field %q", name, o["protocol"], key)
+				}
+			}
 		}
 		for _, key := range []string{"kind", "client", "protocol", "server", "reason", "mode", "outcome",
 			"close_notify_sent", "close_notify_received", "goaway_sent", "fin_sent", "fin_received",
@@ -201,13 +402,13 @@ func TestScenariosJSON(t *testing.T) {
 		if o["kind"] != "connection" || o["client"] != clientEndwell {
 			t.Errorf("%s: got kind %v client %v, want connection endwell", name, o["kind"], o["client"])
 		}
-		if o["reason"] != w.reason || o["mode"] != w.mode || !slices.Contains(w.outcomes, o["outcome"].(string)) {
+		if o["protocol"] != "h3" && (o["reason"] != w.reason || o["mode"] != w.mode || !slices.Contains(w.outcomes, o["outcome"].(string))) {
 			t.Errorf("%s: got %v/%v/%v, want %s/%s/%v", name, o["reason"], o["mode"], o["outcome"], w.reason, w.mode, w.outcomes)
 		}
 		if w.mode == "abort" && o["close_notify_sent"] != false {
 			t.Errorf("%s: got close_notify_sent %v, want false", name, o["close_notify_sent"])
 		}
-		if o["outcome"] == "clean" {
+		if o["outcome"] == "clean" && o["protocol"] != "h3" {
 			for _, key := range []string{"close_notify_sent", "close_notify_received", "fin_sent", "fin_received"} {
 				if o[key] != true {
 					t.Errorf("%s over %v: clean with %s %v: want every goodbye said both ways", name, o["protocol"], key, o[key])
@@ -261,8 +462,8 @@ func TestCompare(t *testing.T) {
 			}
 		}
 	}
-	if clients[clientEndwell] != len(wantScenarios)+len(wantH2) || clients[clientNetHTTP] != len(wantScenarios) {
-		t.Errorf("got rows per client %v, want %d endwell and %d net/http", clients, len(wantScenarios)+len(wantH2), len(wantScenarios))
+	if want := len(wantScenarios) + len(wantH2) + len(wantH3); clients[clientEndwell] != want || clients[clientNetHTTP] != len(wantScenarios) {
+		t.Errorf("got rows per client %v, want %d endwell and %d net/http", clients, want, len(wantScenarios))
 	}
 }
 
@@ -283,6 +484,8 @@ func TestUsage(t *testing.T) {
 		{"n without URL", []string{"-n", "3"}, exitUsage, "-n needs at least one URL"},
 		{"zero concurrency", []string{"-n", "3", "-c", "0", "https://127.0.0.1/"}, exitUsage, "-c 0"},
 		{"bad timeout", []string{"-timeout", "-1s", "https://127.0.0.1/"}, exitUsage, "-timeout"},
+		{"h3 without URL", []string{"-h3"}, exitUsage, "-h3 probes servers over HTTP/3"},
+		{"h3 with http URL", []string{"-h3", "http://127.0.0.1/"}, exitUsage, "not an https:// URL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -301,7 +504,7 @@ func TestUsage(t *testing.T) {
 func TestHelp(t *testing.T) {
 	r := runCmd(t, "-h")
 	r.wantCode(t, exitOK)
-	for _, s := range []string{"Usage:", "Examples:", "-compare", "-json", "-n N", "-c C", "-timeout", "-budget", "-insecure", "-k"} {
+	for _, s := range []string{"Usage:", "Examples:", "-compare", "-json", "-n N", "-c C", "-timeout", "-budget", "-insecure", "-k", "-h3", "QUIC CLOSE"} {
 		if !strings.Contains(r.stdout, s) {
 			t.Errorf("-h output lacks %q", s)
 		}
@@ -470,5 +673,109 @@ func TestDrawBar(t *testing.T) {
 	drawBar(&b, 5, 10, 1500*time.Millisecond)
 	if got, want := b.String(), "\r[===============>              ] 5/10  50% 1.5s"; got != want {
 		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+// startTestH3 starts an embedded HTTP/3 server for the test.
+func startTestH3(t *testing.T, setup h3Setup) *h3Witness {
+	t.Helper()
+	s, err := startH3Witness(setup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// TestFetchH3: -h3 fetches over HTTP/3 alone, on one connection, and Shutdown ends it with
+// CONNECTION_CLOSE(H3_NO_ERROR) and a closing period that answered the server's late packet.
+func TestFetchH3(t *testing.T) {
+	s := startTestH3(t, h3Setup{})
+	// A budget beyond any closing period a busy machine could measure.
+	r := runCmd(t, "-h3", "-k", "-budget", "5s", s.URL()+"/a", s.URL()+"/b")
+	r.wantCode(t, exitOK)
+	for _, want := range []string{"/a: 200 OK", "/b: 200 OK", "(HTTP/3.0)", "QUIC CLOSE", "CLOSING",
+		"endwell's CONNECTION_CLOSE sent, its closing period ran its course", "H3_NO_ERROR"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("stdout lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	var row []string
+	for _, line := range strings.Split(r.stdout, "\n") {
+		if strings.HasPrefix(line, s.addr()+" ") {
+			row = strings.Fields(line)
+		}
+	}
+	// SERVER PROTO REASON MODE OUTCOME NOTIFY GOAWAY FIN QUIC-CLOSE CLOSING DRAINED GOODBYE
+	if len(row) != 12 || row[1] != "h3" || row[2] != "shutdown" || row[3] != "graceful" || row[4] != "clean" || row[8] != "0x100" {
+		t.Errorf("connection row: got %v, want h3 shutdown graceful clean ... 0x100", row)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	saw, err := s.WaitConns(ctx, 1)
+	if err != nil || s.numConns() != 1 || s.requests.Load() != 2 {
+		t.Fatalf("server saw %v (%v), %d connections, %d requests; want one connection, 2 requests", saw, err, s.numConns(), s.requests.Load())
+	}
+	checkH3(t, "Shutdown", want{reason: "shutdown", mode: "graceful", outcomes: []string{"clean"}},
+		h3Row{row[2], row[3], row[4], row[8], row[9] != "cut", row[9] == "cut", 0, saw[0]})
+}
+
+func TestFetchH3JSON(t *testing.T) {
+	s := startTestH3(t, h3Setup{})
+	r := runCmd(t, "-h3", "-json", "-k", "-budget", "5s", s.URL())
+	r.wantCode(t, exitOK)
+	objs := jsonLines(t, r.stdout)
+	if len(objs) != 1 {
+		t.Fatalf("got %d JSON objects, want 1:\n%s", len(objs), r.stdout)
+	}
+	o := objs[0]
+	if o["protocol"] != "h3" || o["server"] != s.addr() || o["reason"] != "shutdown" || o["outcome"] != "clean" {
+		t.Errorf("got %v, want h3 to %s, shutdown, clean", o, s.addr())
+	}
+	if o["connection_close_sent"] != true || o["quic_close_code"] != float64(0x100) || o["connection_close_received"] != false ||
+		o["closing_period_over"] != true || o["closing_period_ms"].(float64) <= 0 {
+		t.Errorf("got %v, want CONNECTION_CLOSE 0x100 sent and a closing period over", o)
+	}
+}
+
+// TestVerdictsH3: what fetch says of an HTTP/3 server: whether endwell's closing periods
+// ran their course, and the connections it closed itself.
+func TestVerdictsH3(t *testing.T) {
+	code := uint64(0x100)
+	over := &quicTeardown{ConnectionCloseSent: true, QUICCloseCode: &code, ClosingPeriodOver: true, closingPeriod: 90 * time.Millisecond}
+	cut := &quicTeardown{ConnectionCloseSent: true, QUICCloseCode: &code}
+	drained := &quicTeardown{ConnectionCloseReceived: true}
+	tds := []teardown{
+		{Server: "h:443", Protocol: "h3", Reason: "shutdown", Mode: "graceful", Outcome: "clean", quicTeardown: over, duration: 90 * time.Millisecond},
+		{Server: "h:443", Protocol: "h3", Reason: "shutdown", Mode: "graceful", Outcome: "timed_out", quicTeardown: cut, duration: 2 * time.Second},
+		{Server: "h:443", Protocol: "h3", Reason: "peer_closed", Mode: "graceful", Outcome: "clean", quicTeardown: drained},
+	}
+	v := verdicts(tds, 2*time.Second)
+	if len(v) != 1 {
+		t.Fatalf("got %q, want one verdict", v)
+	}
+	for _, want := range []string{"closing period ran its course on 1 of 2", "closing period cut short at the 2s budget on 1 of 2", "closed 1 itself (peer_closed)"} {
+		if !strings.Contains(v[0], want) {
+			t.Errorf("verdict %q lacks %q", v[0], want)
+		}
+	}
+	if strings.Contains(v[0], "close_notify") {
+		t.Errorf("verdict %q speaks of close_notify for HTTP/3", v[0])
+	}
+	for i, want := range []string{"0x100 90ms", "0x100 cut", "recv -"} {
+		if got := quicCloseCell(tds[i]) + " " + closingCell(tds[i]); got != want {
+			t.Errorf("QUIC CLOSE and CLOSING of %v: got %q, want %q", tds[i].Reason, got, want)
+		}
+	}
+}
+
+// TestDescribeH3: a QUIC handshake that nothing answers, as -h3 reports it.
+func TestDescribeH3(t *testing.T) {
+	err := &url.Error{Op: "Get", URL: "https://127.0.0.1:4433/", Err: &endwell.DialError{
+		Op: "h3", Addr: "127.0.0.1:4433", Err: fmt.Errorf("h3: dial 127.0.0.1:4433: %w", &quic.HandshakeTimeoutError{}),
+	}}
+	got := describe(err, 10*time.Second)
+	if !strings.HasPrefix(got, "QUIC handshake with 127.0.0.1:4433 timed out") || !strings.Contains(got, "HTTP/3") {
+		t.Errorf("got %q, want the QUIC handshake timed out, with a hint", got)
 	}
 }

@@ -19,7 +19,8 @@ import (
 )
 
 // This file plays each ending of DESIGN.md's contract table against embedded loopback
-// servers that report what they see on the wire.
+// servers that report what they see on the wire: the witness (HTTP/1.1 over TLS), net/http's
+// HTTP/2 server (which sees nothing), and an HTTP/3 server of ours (h3server.go).
 //
 // A run is a grid: every scenario, over every protocol, through every client (endwell, and
 // net/http with -compare). Each cell gets its own server and its own transport, so that the
@@ -49,6 +50,10 @@ type scenario struct {
 	endwellOnly bool
 	// h2, if set, plays the scenario over HTTP/2 too.
 	h2 *h2Setup
+	// h3, if set, plays the scenario over HTTP/3 too.
+	h3 *h3Setup
+	// h3Only marks a scenario played over HTTP/3 alone.
+	h3Only bool
 	// serverStalls marks a server that stops reading: it never sees the connection end, so
 	// the runner reports what it saw once the client is done instead of waiting for it.
 	serverStalls bool
@@ -62,6 +67,7 @@ var scenarios = []scenario{
 	{
 		name: "finished, CloseIdleConnections",
 		h2:   &h2Setup{},
+		h3:   &h3Setup{},
 		play: func(ctx context.Context, c client, url string) error {
 			if err := get(ctx, c, url); err != nil {
 				return err
@@ -74,6 +80,7 @@ var scenarios = []scenario{
 		name:        "idle timeout (150ms)",
 		idleTimeout: 150 * time.Millisecond,
 		h2:          &h2Setup{},
+		h3:          &h3Setup{},
 		play:        get,
 	},
 	{
@@ -81,6 +88,9 @@ var scenarios = []scenario{
 		server: witness.Options{Handler: func(c *witness.Conn, r *http.Request) witness.Action {
 			c.Respond(http.StatusOK, nil, strings.Repeat("x", bigBody))
 			return witness.KeepAlive
+		}},
+		h3: &h3Setup{reuse: true, handler: func(w http.ResponseWriter, r *http.Request) {
+			w.Write(make([]byte, bigBody)) // until the client's STOP_SENDING
 		}},
 		play: func(ctx context.Context, c client, url string) error {
 			resp, err := do(ctx, c, url)
@@ -96,6 +106,9 @@ var scenarios = []scenario{
 		// The server never answers: the request is cancelled while it waits for headers.
 		server: witness.Options{Handler: func(*witness.Conn, *http.Request) witness.Action {
 			return witness.Hang
+		}},
+		h3: &h3Setup{reuse: true, handler: func(w http.ResponseWriter, r *http.Request) {
+			<-r.Context().Done()
 		}},
 		play: func(ctx context.Context, c client, url string) error {
 			ctx, cancel := context.WithCancel(ctx)
@@ -135,6 +148,10 @@ var scenarios = []scenario{
 		// long enough that a busy machine's handshake does not use it up (endwell
 		// tries once more on a new connection if it does).
 		h2: &h2Setup{idleTimeout: 400 * time.Millisecond},
+		// Over HTTP/3 the server sends CONNECTION_CLOSE(H3_NO_ERROR) once idle for 300ms,
+		// counted from when its handler returned: long enough for a busy machine's client
+		// to have read the response (a close throws away what the server had not sent).
+		h3: &h3Setup{idleClose: 300 * time.Millisecond},
 		server: witness.Options{Handler: func(c *witness.Conn, r *http.Request) witness.Action {
 			c.Respond(http.StatusOK, nil, "ok\n")
 			idle := time.NewTimer(100 * time.Millisecond)
@@ -149,10 +166,21 @@ var scenarios = []scenario{
 		play: get,
 	},
 	{
+		// The server shuts down gracefully once the connection has been idle for 100ms:
+		// its GOAWAY, then it waits for the client to close. (Over HTTP/2 the row above is
+		// a GOAWAY already: net/http's server sends one when it closes an idle connection.)
+		name:   "server GOAWAY",
+		h3Only: true,
+		h3:     &h3Setup{goAway: 100 * time.Millisecond},
+		play:   get,
+	},
+	{
 		// A peer that reads our close_notify and never answers it: it closes when our FIN
-		// arrives.
+		// arrives. Over HTTP/3 every peer is silent after a CONNECTION_CLOSE (it drains,
+		// RFC 9000, section 10.2.2): there, silence is the expected answer.
 		name:   "Shutdown, silent peer",
 		server: witness.Options{OnCloseNotify: witness.AnswerNone},
+		h3:     &h3Setup{},
 		budget: 300 * time.Millisecond,
 		play: func(ctx context.Context, c client, url string) error {
 			if err := get(ctx, c, url); err != nil {
@@ -179,6 +207,7 @@ var scenarios = []scenario{
 		name:        "Transport.Close",
 		endwellOnly: true,
 		h2:          &h2Setup{},
+		h3:          &h3Setup{},
 		play: func(ctx context.Context, c client, url string) error {
 			if err := get(ctx, c, url); err != nil {
 				return err
@@ -200,41 +229,51 @@ type h2Setup struct {
 
 // protocol is a wire protocol the scenarios are played over, with its embedded server.
 type protocol struct {
-	name string // "http/1.1", "h2"
-	// protocols is what the endwell client speaks: this protocol only.
-	protocols func() *http.Protocols
+	name string // "http/1.1", "h2", "h3"
+	// configure makes an endwell Transport speak this protocol only.
+	configure func(t *endwell.Transport)
 	// plays reports whether sc has a story over this protocol.
 	plays func(sc scenario) bool
 	// start starts the server sc plays against.
 	start func(sc scenario) (server, error)
 	// blind means the server cannot see how clients end connections.
 	blind bool
+	// endwellOnly means net/http does not speak the protocol: nothing to compare.
+	endwellOnly bool
 }
 
 // server is an embedded server that reports how clients ended its connections.
 type server interface {
 	URL() string
 	ClientTLSConfig() *tls.Config
-	// WaitConns waits until n connections have ended and returns what the server saw.
-	WaitConns(ctx context.Context, n int) ([]witness.ConnReport, error)
+	// WaitConns waits until n connections have ended and returns how the server saw the
+	// client end each one, in the order they ended.
+	WaitConns(ctx context.Context, n int) ([]string, error)
 	// Reports returns what the server has seen so far, ended connections or not.
-	Reports() []witness.ConnReport
+	Reports() []string
 	Close() error
 }
 
 var protocols = []protocol{
 	{
 		name:      "http/1.1",
-		protocols: func() *http.Protocols { return newProtocols(true, false) },
-		plays:     func(scenario) bool { return true },
+		configure: func(t *endwell.Transport) { t.Protocols = newProtocols(true, false) },
+		plays:     func(sc scenario) bool { return !sc.h3Only },
 		start:     startWitness,
 	},
 	{
 		name:      "h2",
-		protocols: func() *http.Protocols { return newProtocols(false, true) },
+		configure: func(t *endwell.Transport) { t.Protocols = newProtocols(false, true) },
 		plays:     func(sc scenario) bool { return sc.h2 != nil },
 		start:     startH2,
 		blind:     true,
+	},
+	{
+		name:        "h3",
+		configure:   func(t *endwell.Transport) { t.HTTP3 = &endwell.HTTP3Config{Only: true} },
+		plays:       func(sc scenario) bool { return sc.h3 != nil },
+		start:       func(sc scenario) (server, error) { return startH3Witness(*sc.h3) },
+		endwellOnly: true,
 	},
 }
 
@@ -258,7 +297,25 @@ func startWitness(sc scenario) (server, error) {
 	if err := s.Start(); err != nil {
 		return nil, err
 	}
-	return s, nil
+	return witnessServer{s}, nil
+}
+
+// witnessServer is a witness as a [server].
+type witnessServer struct{ *witness.Server }
+
+func (s witnessServer) WaitConns(ctx context.Context, n int) ([]string, error) {
+	reps, err := s.Server.WaitConns(ctx, n)
+	return clientEndings(reps), err
+}
+
+func (s witnessServer) Reports() []string { return clientEndings(s.Server.Reports()) }
+
+func clientEndings(reps []witness.ConnReport) []string {
+	out := make([]string, 0, len(reps))
+	for _, r := range reps {
+		out = append(out, r.ClientEnding())
+	}
+	return out
 }
 
 // startH2 starts an HTTP/2 TLS server for sc.
@@ -282,9 +339,9 @@ func (s blindServer) ClientTLSConfig() *tls.Config {
 	return s.srv.Client().Transport.(*http.Transport).TLSClientConfig.Clone()
 }
 
-func (s blindServer) WaitConns(context.Context, int) ([]witness.ConnReport, error) { return nil, nil }
-func (s blindServer) Reports() []witness.ConnReport                                { return nil }
-func (s blindServer) Close() error                                                 { s.srv.Close(); return nil }
+func (s blindServer) WaitConns(context.Context, int) ([]string, error) { return nil, nil }
+func (s blindServer) Reports() []string                                { return nil }
+func (s blindServer) Close() error                                     { s.srv.Close(); return nil }
 
 // client is the part of a transport the scenarios use.
 type client interface {
@@ -366,13 +423,19 @@ func play(ctx context.Context, sc scenario, p protocol, kind string) cell {
 	switch kind {
 	case clientEndwell:
 		col = newSpanCollector()
+		budget := sc.budget
+		if p.name == "h3" {
+			// A QUIC goodbye never waits on the peer: a budget cut short to bound a TCP
+			// peer would only cut the closing period short.
+			budget = 0
+		}
 		t := &endwell.Transport{
 			TLSClientConfig: srv.ClientTLSConfig(),
 			TracerProvider:  col.tracerProvider(),
 			IdleConnTimeout: sc.idleTimeout,
-			ShutdownTimeout: sc.budget,
-			Protocols:       p.protocols(),
+			ShutdownTimeout: budget,
 		}
+		p.configure(t)
 		defer t.Close()
 		c = endwellClient{t}
 	default:
@@ -381,7 +444,11 @@ func play(ctx context.Context, sc scenario, p protocol, kind string) cell {
 		c = netHTTPClient{t}
 	}
 
-	if err := sc.play(ctx, c, srv.URL()); err != nil {
+	story := sc.play
+	if p.name == "h3" && sc.h3.reuse {
+		story = reuse(sc.play, srv.(*h3Witness))
+	}
+	if err := story(ctx, c, srv.URL()); err != nil {
 		res.err = err
 		return res
 	}
@@ -392,23 +459,36 @@ func play(ctx context.Context, sc scenario, p protocol, kind string) cell {
 			return res
 		}
 	}
-	var reps []witness.ConnReport
 	switch {
 	case p.blind:
 		res.saw = []string{"(not observed)"}
-		return res
 	case sc.serverStalls:
-		reps = srv.Reports()
+		res.saw = srv.Reports()
 	default:
-		if reps, err = srv.WaitConns(ctx, 1); err != nil {
+		if res.saw, err = srv.WaitConns(ctx, 1); err != nil {
 			res.err = fmt.Errorf("waiting for the server to see the connection end: %w", err)
-			return res
 		}
 	}
-	for _, r := range reps {
-		res.saw = append(res.saw, r.ClientEnding())
-	}
 	return res
+}
+
+// reuse plays a story that resets a stream over HTTP/3, which leaves the connection alive:
+// then one more request, which must go over the same connection, and CloseIdleConnections,
+// which ends it.
+func reuse(story func(ctx context.Context, c client, url string) error, srv *h3Witness) func(ctx context.Context, c client, url string) error {
+	return func(ctx context.Context, c client, url string) error {
+		if err := story(ctx, c, url); err != nil {
+			return err
+		}
+		if err := get(ctx, c, url+againPath); err != nil {
+			return fmt.Errorf("the request after the stream reset: %w", err)
+		}
+		if n := srv.numConns(); n != 1 {
+			return fmt.Errorf("the stream reset ended its connection: the next request opened connection #%d", n)
+		}
+		c.closeIdle()
+		return nil
+	}
 }
 
 // runScenarios plays every scenario, in parallel, and prints one row per connection.
@@ -429,8 +509,9 @@ func runScenarios(ctx context.Context, cfg *config, stdout, stderr io.Writer) in
 				continue
 			}
 			for _, kind := range clients {
-				// A server that sees nothing has nothing to compare.
-				if kind == clientNetHTTP && p.blind {
+				// A server that sees nothing has nothing to compare; net/http speaks no
+				// HTTP/3.
+				if kind == clientNetHTTP && (p.blind || p.endwellOnly) {
 					continue
 				}
 				jobs = append(jobs, job{sc, p, kind})
@@ -472,11 +553,11 @@ func runScenarios(ctx context.Context, cfg *config, stdout, stderr io.Writer) in
 		return code
 	}
 
-	fmt.Fprintf(stdout, "How each connection ends: %d scenarios against embedded TLS servers on 127.0.0.1 (%s)\n\n",
+	fmt.Fprintf(stdout, "How each connection ends: %d scenarios against embedded TLS and QUIC servers on 127.0.0.1 (%s)\n\n",
 		len(scenarios), fmtDur(elapsed.Round(time.Millisecond)))
-	blind := false
+	played := map[string]bool{}
 	tw := newTable(stdout)
-	fmt.Fprintln(tw, "SCENARIO\tPROTO\tREASON\tMODE\tOUTCOME\tNOTIFY\tGOAWAY\tFIN\tDRAINED\tTOOK\tSERVER SAW")
+	fmt.Fprintln(tw, "SCENARIO\tPROTO\tREASON\tMODE\tOUTCOME\tNOTIFY\tGOAWAY\tFIN\tQUIC CLOSE\tCLOSING\tDRAINED\tTOOK\tSERVER SAW")
 	for _, c := range cells {
 		if c.client != clientEndwell {
 			continue
@@ -484,15 +565,21 @@ func runScenarios(ctx context.Context, cfg *config, stdout, stderr io.Writer) in
 		for _, row := range cellRows(c) {
 			fmt.Fprintln(tw, row.Scenario+"\t"+row.cells())
 		}
-		blind = blind || c.protocol == "h2"
+		played[c.protocol] = true
 	}
 	tw.Flush()
 	fmt.Fprintln(stdout)
 	fmt.Fprintln(stdout, "NOTIFY, FIN: TLS close_notify and TCP FIN, sent by endwell / received from the server;")
 	fmt.Fprintln(stdout, "+RST: the server then reset the connection (it had closed its socket).")
+	if played["h3"] {
+		fmt.Fprintln(stdout, quicLegend)
+	}
 	fmt.Fprintln(stdout, "SERVER SAW: how the server saw the client end the connection (still open: it had stopped reading).")
-	if blind {
+	if played["h2"] {
 		fmt.Fprintln(stdout, "h2 rows play against net/http's HTTP/2 server, which cannot report what it saw.")
+	}
+	if played["h3"] {
+		fmt.Fprintf(stdout, h3Legend, fmtDur(h3OneWay))
 	}
 	if cfg.compare {
 		printComparison(stdout, cells)
@@ -583,18 +670,28 @@ func cellRows(c cell) []connRow {
 	return rows
 }
 
+// The legends of the QUIC columns and of the h3 rows.
+const (
+	quicLegend = `QUIC CLOSE: the code of endwell's CONNECTION_CLOSE (0x100 H3_NO_ERROR, 0x10c H3_REQUEST_CANCELLED);
+recv: the server's came first, and endwell drained (it sends nothing). CLOSING: endwell's closing
+period after its CONNECTION_CLOSE (3 probe timeouts answering late packets, then the socket is
+released); no: a rapid close, one packet and the socket released at once.`
+	h3Legend = `h3 rows play against quic-go's HTTP/3 server, its packets delayed %s (the round trip the closing
+period is made of); once the client's CONNECTION_CLOSE is in, it sends the client a late packet:
+re-sent Nx counts the CONNECTION_CLOSE packets the client sent again (its closing period answering).
+A QUIC peer says nothing after a CONNECTION_CLOSE (it drains): its silence is a clean ending.
+Over h3, an early Body.Close or a cancelled request resets its stream only: the connection serves
+one more request, and the row is the CloseIdleConnections that ends it.
+`
+)
+
 // cells renders a row's columns from PROTO on, tab-separated.
 func (r connRow) cells() string {
 	td := r.teardown
 	if td == nil {
-		return r.Protocol + "\t-\t-\t-\t-\t-\t-\t-\t-\t" + r.sawCell()
+		return r.Protocol + strings.Repeat("\t-", 10) + "\t" + r.sawCell()
 	}
-	return strings.Join([]string{
-		td.Protocol, td.Reason, td.Mode, td.Outcome,
-		sentRecv(td.CloseNotifySent, td.CloseNotifyReceived), goAwayCell(*td),
-		finCell(*td), fmtBytes(td.DrainBytes), fmtDur(td.duration),
-		r.sawCell(),
-	}, "\t")
+	return strings.Join(append(teardownCells(*td, true), r.sawCell()), "\t")
 }
 
 // sawCell renders the SERVER SAW column.
