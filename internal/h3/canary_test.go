@@ -71,3 +71,16 @@ func TestClosingPeriod(t *testing.T) {
 		})
 	}
 }
+
+// TestGoAwayContextCanary: quic-go's ClientConn still has the unexported goAwayCtx that
+// endwell reads to learn of the server's GOAWAY at once (TestServerGoAway proves it is
+// cancelled then).
+func TestGoAwayContextCanary(t *testing.T) {
+	checkLeaks(t)
+	s := startServer(t, serverOptions{})
+	c := dial(t, s.addr(), nil)
+	defer abort(c)
+	if h3.GoAwayContext(c) == nil {
+		t.Fatalf("quic-go %s: http3.ClientConn has no goAwayCtx of type context.Context: endwell learns of a GOAWAY only when the connection closes; re-check goAwayContext", quicGoVersion)
+	}
+}

@@ -18,3 +18,11 @@ func (c *Conn) QUICRoundTrip(req *http.Request) (*http.Response, error) { return
 
 // Stats returns the QUIC connection's statistics.
 func (c *Conn) Stats() quic.ConnectionStats { return c.qc.ConnectionStats() }
+
+// GoAwayContext returns what goAwayContext reads of c's quic-go ClientConn.
+func GoAwayContext(c *Conn) interface{ Done() <-chan struct{} } {
+	if ctx := goAwayContext(c.cc); ctx != nil {
+		return ctx
+	}
+	return nil
+}

@@ -31,11 +31,13 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
@@ -206,7 +208,27 @@ func Dial(ctx context.Context, addr string, cfg *Config) (*Conn, error) {
 	// No goroutine until the connection ends: then one, which classifies the ending and
 	// calls the hooks, and exits.
 	context.AfterFunc(qc.Context(), c.onClosed)
+	if ga := goAwayContext(c.cc); ga != nil {
+		// Nor until the server's GOAWAY, if ever: one, which reports it, and exits. It
+		// is stopped with the connection.
+		stop := context.AfterFunc(ga, c.noteGoAway)
+		context.AfterFunc(qc.Context(), func() { stop() })
+	}
 	return c, nil
+}
+
+// goAwayContext returns the context that quic-go's ClientConn cancels when the server's
+// GOAWAY arrives, or nil. quic-go exports no other sign of the GOAWAY while requests are
+// in flight, short of building qlog events for every packet (a tracer, which cost a third
+// of the throughput at 32 concurrent requests); so endwell reads the unexported field,
+// set before NewClientConn returns and never changed. TestGoAwayContextCanary fences it
+// (quic-go v0.65.0).
+func goAwayContext(cc *http3.ClientConn) context.Context {
+	f := reflect.ValueOf(cc).Elem().FieldByName("goAwayCtx")
+	if !f.IsValid() || f.Type() != reflect.TypeFor[context.Context]() {
+		return nil
+	}
+	return *(*context.Context)(unsafe.Pointer(f.UnsafeAddr()))
 }
 
 const maxInt = int(^uint(0) >> 1)
@@ -274,7 +296,13 @@ func (c *Conn) quicConfig(base *quic.Config) *quic.Config {
 	if conf.MaxIncomingStreams == 0 {
 		conf.MaxIncomingStreams = -1
 	}
-	conf.Tracer = c.tracer(conf.Tracer)
+	if conf.Tracer != nil {
+		// A tracer of the user's: quic-go builds its qlog events anyway, and endwell's
+		// wrapper reads the GOAWAY and the peer's stream limit from them on the way.
+		// Without one, endwell sets none: building the events cost a third of the
+		// throughput at 32 concurrent requests (BenchmarkHTTP3).
+		conf.Tracer = c.tracer(conf.Tracer)
+	}
 	return conf
 }
 
@@ -311,8 +339,13 @@ func (c *Conn) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		if req.Context().Err() == nil && isConnUnusable(err) {
 			// quic-go could not open a stream (GOAWAY, connection closed): nothing was
-			// sent. A request the server refused unprocessed (H3_REQUEST_REJECTED, as
-			// a *http3.Error) is passed on as it is.
+			// sent. On a connection still open, that is the server's GOAWAY (which
+			// quic-go does not report otherwise, without a qlog tracer). A request the
+			// server refused unprocessed (H3_REQUEST_REJECTED, as a *http3.Error) is
+			// passed on as it is.
+			if c.qc.Context().Err() == nil {
+				c.noteGoAway()
+			}
 			return nil, fmt.Errorf("%w: %w", ErrConnClosing, err)
 		}
 		return nil, err
@@ -361,8 +394,10 @@ func (c *Conn) releaseRequest() {
 }
 
 // MaxStreams reports how many requests the connection can carry at once: the peer's
-// initial_max_streams_bidi transport parameter, or [DefaultMaxStreams] if it was not seen
-// (quic-go does not export it; endwell reads it from quic-go's qlog events).
+// initial_max_streams_bidi transport parameter, or [DefaultMaxStreams] if it was not seen.
+// quic-go does not export it; endwell reads it from quic-go's qlog events, which exist
+// only when the QUIC configuration has a Tracer of the user's. Above the peer's limit,
+// quic-go makes a request wait for a stream to free.
 func (c *Conn) MaxStreams() int {
 	if n := c.peerMaxStreams.Load(); n > 0 {
 		return int(min(n, int64(maxInt)))
