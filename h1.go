@@ -357,7 +357,9 @@ func (ex *exchange) readResponse() (*http.Response, error) {
 			stopHeaderTimer()
 			if pc.closeCause() == nil {
 				switch {
-				case errors.Is(err, errHeaderTooLarge):
+				case errors.Is(err, errHeaderTooLarge) || pc.readLimit <= 0:
+					// At the limit, the parser may see a line cut short by it, and
+					// call that malformed: the limit is the cause.
 					err = &ProtocolError{Err: errHeaderTooLarge}
 				case isPeerGone(err) || isTimeout(err):
 				case pc.br.Buffered() == 0 && (pc.raw.PeerReset() || pc.raw.PeerFIN()):
@@ -513,10 +515,14 @@ func (ex *exchange) release(err error) {
 
 // switchProtocols hands the connection over to the caller as the response body, an
 // io.ReadWriteCloser, as net/http does for 101 Switching Protocols. The connection leaves
-// the pool; closing the body closes it gracefully.
+// the pool; closing the body closes it gracefully. A 101 that the request did not ask for
+// (see checkSwitch) is a malformed response: the connection is aborted.
 func (ex *exchange) switchProtocols(resp *http.Response) (*http.Response, error) {
 	if ex.stopCtx != nil && !ex.stopCtx() {
 		return nil, ex.fail(ex.ctx.Err())
+	}
+	if err := checkSwitch(ex.req, resp); err != nil {
+		return nil, ex.fail(&ProtocolError{Err: err})
 	}
 	pc := ex.pc
 	if e := pc.entry.Load(); e != nil {
@@ -526,15 +532,134 @@ func (ex *exchange) switchProtocols(resp *http.Response) (*http.Response, error)
 	return resp, nil
 }
 
-type switchedBody struct {
-	pc *conn
-	ex *exchange
+// checkSwitch says why a 101 Switching Protocols response may not switch req's connection:
+// a server switches only to a protocol that the request offered in its Upgrade header, with
+// Connection: upgrade, and names it in its own Upgrade header (RFC 9110, section 7.8). A
+// 101 to a request that asked for nothing would hand the caller a raw connection where it
+// expects a response body, and leave a server in charge of the bytes that follow.
+func checkSwitch(req *http.Request, resp *http.Response) error {
+	if !requiresHTTP1(req) {
+		return errors.New("101 Switching Protocols to a request that asked for no upgrade")
+	}
+	got := resp.Header["Upgrade"]
+	if len(got) == 0 {
+		return errors.New("101 Switching Protocols without an Upgrade header")
+	}
+	for _, v := range got {
+		for proto := range strings.SplitSeq(v, ",") {
+			proto = strings.TrimSpace(proto)
+			if proto == "" {
+				continue
+			}
+			if !offered(req.Header["Upgrade"], proto) {
+				return fmt.Errorf("101 Switching Protocols to %q, which the request did not offer", proto)
+			}
+		}
+	}
+	return nil
 }
 
-func (s *switchedBody) Read(p []byte) (int, error)  { return s.pc.br.Read(p) }
-func (s *switchedBody) Write(p []byte) (int, error) { return s.pc.nc.Write(p) }
+// offered reports whether one of the Upgrade header values vs names proto; protocol
+// names compare case-insensitively.
+func offered(vs []string, proto string) bool {
+	for _, v := range vs {
+		for p := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(p), proto) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// switchedBody is the connection of a 101 Switching Protocols response, handed to the
+// caller as the response body. Reads and writes go straight to the connection; the
+// request's context no longer applies to them, as in net/http: the connection is the
+// caller's until Close.
+//
+// Close ends the connection gracefully, unless a Write was cut short (the other protocol's
+// state is then unknown: abort). It first interrupts a Read or Write blocked in another
+// goroutine, with a deadline in the past, and waits for it to let go, which it does at
+// once: the teardown needs the connection's reads and writes (its check of the server's
+// goodbye peeks at the socket, which a blocked Read would hold for the whole budget).
+type switchedBody struct {
+	pc     *conn
+	ex     *exchange
+	closed atomic.Bool // Close was called: Read and Write fail with ErrBodyClosed
+
+	rmu sync.Mutex // held by a Read while it uses the connection; guards eof
+	eof bool       // a Read returned io.EOF: the server ended its side
+	wmu sync.Mutex // held by a Write while it uses the connection; guards werr
+	// werr is the first error of a Write, or ErrBodyClosed for a Write that Close cut short.
+	werr error
+}
+
+func (s *switchedBody) Read(p []byte) (int, error) {
+	s.rmu.Lock()
+	defer s.rmu.Unlock()
+	if s.closed.Load() {
+		return 0, ErrBodyClosed
+	}
+	n, err := s.pc.br.Read(p)
+	switch {
+	case err == nil:
+	case s.closed.Load():
+		err = ErrBodyClosed // Close interrupted this Read
+	case err == io.EOF:
+		s.eof = true
+	}
+	return n, err
+}
+
+func (s *switchedBody) Write(p []byte) (int, error) {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.closed.Load() {
+		return 0, ErrBodyClosed
+	}
+	if s.werr != nil {
+		return 0, s.werr
+	}
+	n, err := s.pc.nc.Write(p)
+	if err != nil {
+		if s.closed.Load() {
+			err = ErrBodyClosed // Close interrupted this Write
+		}
+		s.werr = err
+	}
+	return n, err
+}
+
+// Close ends the connection: gracefully, as a complete exchange that can't be reused
+// (reason server_close, as for Connection: close), or, when the server had ended its side
+// first, as a connection the peer closed (peer_closed: its close_notify is answered); with
+// an abort if a Write failed or was cut short. It returns once the teardown has started.
 func (s *switchedBody) Close() error {
-	s.ex.pc.end(context.Background(), shutdown.Graceful, reasonClose, nil)
+	if s.closed.Swap(true) {
+		return nil
+	}
+	pc := s.pc
+	pc.nc.SetReadDeadline(aLongTimeAgo)
+	pc.nc.SetWriteDeadline(aLongTimeAgo)
+	s.rmu.Lock()
+	s.wmu.Lock()
+	eof, werr := s.eof, s.werr
+	s.wmu.Unlock()
+	s.rmu.Unlock()
+	pc.nc.SetReadDeadline(time.Time{})
+	pc.nc.SetWriteDeadline(time.Time{})
+	switch {
+	case werr != nil:
+		pc.abort(werr)
+	case eof:
+		// As for a connection the server closed while idle (see idleLayer): the teardown
+		// tells the server's close_notify from a bare FIN by this read's EOF.
+		pc.watchErr = io.EOF
+		pc.peerClosed.Store(true)
+		pc.end(pc.t.closeCtx(), shutdown.Graceful, reasonPeerClosed, nil)
+	default:
+		pc.end(pc.t.closeCtx(), shutdown.Graceful, reasonServerClose, nil)
+	}
 	s.ex.release(errNotReused)
 	return nil
 }

@@ -60,6 +60,8 @@ type h2Conn struct {
 	noReuse atomic.Bool
 	// connErr is the error code of the connection error x/net's read loop met, if it said.
 	connErr atomic.Uint32
+	// failing is set by the first connError: the connection ends for a connection error.
+	failing atomic.Bool
 }
 
 // protocols returns the protocols the transport speaks: Protocols, or HTTP/1.1 and
@@ -271,7 +273,7 @@ func (h *h2Conn) endGoAway() {
 	pc := h.pc
 	if code := h.wire.peerCode.Load(); code != uint32(http2.ErrCodeNo) {
 		pc.end(context.Background(), shutdown.Abort, reasonProtocolError,
-			&ProtocolError{Err: fmt.Errorf("server sent GOAWAY with error %v", http2.ErrCode(code))})
+			&ProtocolError{Err: &h2ConnError{code: http2.ErrCode(code), remote: true}})
 		return
 	}
 	pc.end(pc.t.closeCtx(), shutdown.Graceful, reasonGoAwayReceived, nil)
@@ -283,7 +285,7 @@ func (h *h2Conn) endGoAway() {
 // decision not to reuse the connection end it gracefully.
 func (h *h2Conn) closedByNet() {
 	pc := h.pc
-	if !h.ready.Load() || pc.dead.Load() {
+	if !h.ready.Load() || pc.dead.Load() || h.failing.Load() {
 		return
 	}
 	w := h.wire
@@ -293,8 +295,7 @@ func (h *h2Conn) closedByNet() {
 		pc.end(context.Background(), shutdown.Abort, reasonTimeout, errH2PingTimeout)
 	case w.goAwaySent.Load() && w.goAwayCode.Load() != uint32(http2.ErrCodeNo):
 		code := http2.ErrCode(w.goAwayCode.Load())
-		pc.end(context.Background(), shutdown.Abort, reasonProtocolError,
-			&ProtocolError{Err: fmt.Errorf("HTTP/2 connection error %v", code)})
+		pc.end(context.Background(), shutdown.Abort, reasonProtocolError, &ProtocolError{Err: &h2ConnError{code: code}})
 	case w.writeError() != nil:
 		err := w.writeError()
 		pc.end(context.Background(), shutdown.Abort, failureReason(err), err)
@@ -308,18 +309,123 @@ func (h *h2Conn) closedByNet() {
 		pc.end(pc.t.closeCtx(), shutdown.Graceful, reasonServerClose, nil)
 	default:
 		// x/net's read loop ended without an I/O error: the server broke the protocol.
-		// x/net queues a GOAWAY with the error code but never flushes it before closing:
-		// send it here, then abort.
-		code := http2.ErrCode(h.connErr.Load())
-		if code == http2.ErrCodeNo {
-			code = http2.ErrCodeProtocol
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
-		w.sendGoAway(ctx, code) // within 250 ms, as x/net does for its own
-		cancel()
-		pc.end(context.Background(), shutdown.Abort, reasonProtocolError,
-			&ProtocolError{Err: fmt.Errorf("HTTP/2 connection error %v", code)})
+		h.connError(h.readLoopCode())
 	}
+}
+
+// readLoopCode is the error code of the connection error that ended x/net's read loop
+// without an I/O error: the one x/net's CountError named (the frame parser's errors), else
+// FLOW_CONTROL_ERROR if the server broke flow control, else PROTOCOL_ERROR, the only other
+// code x/net's frame processing ends a connection with.
+func (h *h2Conn) readLoopCode() http2.ErrCode {
+	switch {
+	case h.connErr.Load() != uint32(http2.ErrCodeNo):
+		return http2.ErrCode(h.connErr.Load())
+	case h.wire.flow.broken():
+		return http2.ErrCodeFlowControl
+	}
+	return http2.ErrCodeProtocol
+}
+
+// connError ends the connection for an HTTP/2 connection error of code (RFC 9113, section
+// 5.4.1), and returns what its requests see, a *ProtocolError. It runs where the error is
+// first seen: x/net's closing of the connection, or one of its streams' errors, which x/net
+// delivers before it closes the connection; the first call decides.
+//
+// The cause is recorded, and the connection taken out of the pool, before anything else: no
+// request takes the connection from then on, and each of its streams that fails returns the
+// cause. Then the goodbye: x/net queues a GOAWAY with the code but never flushes it before
+// closing, so endwell writes it (within 250 ms, as x/net bounds its own), then aborts.
+func (h *h2Conn) connError(code http2.ErrCode) error {
+	pc := h.pc
+	cause := error(&ProtocolError{Err: &h2ConnError{code: code}})
+	pc.closeErr.CompareAndSwap(nil, &cause)
+	if e := pc.entry.Load(); e != nil {
+		pc.t.pool.Remove(e)
+	}
+	if h.failing.CompareAndSwap(false, true) {
+		ctx, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
+		h.wire.sendGoAway(ctx, code)
+		cancel()
+		pc.end(context.Background(), shutdown.Abort, reasonProtocolError, cause)
+	}
+	return pc.closeCause()
+}
+
+// h2ConnError is an HTTP/2 connection error: the server broke the protocol and endwell
+// ended the connection with GOAWAY(code), or the server ended it with GOAWAY(code). It is
+// the Err of a [ProtocolError]; see [ProtocolError.HTTP2Code].
+type h2ConnError struct {
+	code   http2.ErrCode
+	remote bool // the server's GOAWAY said it
+}
+
+func (e *h2ConnError) Error() string {
+	if e.remote {
+		return "server sent GOAWAY with error " + e.code.String()
+	}
+	return "HTTP/2 connection error " + e.code.String()
+}
+
+// As lets errors.As find x/net's http2.ConnectionError for a connection error of ours.
+func (e *h2ConnError) As(target any) bool {
+	if p, ok := target.(*http2.ConnectionError); ok && !e.remote {
+		*p = http2.ConnectionError(e.code)
+		return true
+	}
+	return false
+}
+
+// HTTP2Code returns the error code of an HTTP/2 connection error, and true: the code of the
+// GOAWAY endwell sent when the server broke the protocol (errors.As also finds x/net's
+// http2.ConnectionError in e), or of the server's GOAWAY when it carried an error. It returns
+// false for other malformations, HTTP/1.1's.
+func (e *ProtocolError) HTTP2Code() (http2.ErrCode, bool) {
+	var ce *h2ConnError
+	if errors.As(e.Err, &ce) {
+		return ce.code, true
+	}
+	return http2.ErrCodeNo, false
+}
+
+// h2ConnectionErrorCode returns the code of the HTTP/2 connection error that err is (or
+// wraps), if it is one: x/net's http2.ConnectionError built by Go 1.26, net/http's own
+// (of an unexported package, told by its name and kind) when x/net wraps net/http's
+// engine, built by Go 1.27. TestCanaryXnetConnectionError fences both.
+func h2ConnectionErrorCode(err error) (http2.ErrCode, bool) {
+	for ; err != nil; err = errors.Unwrap(err) {
+		if ce, ok := err.(http2.ConnectionError); ok {
+			return http2.ErrCode(ce), true
+		}
+		rt := reflect.TypeOf(err)
+		if rt.Name() == "ConnectionError" && rt.PkgPath() == "net/http/internal/http2" && rt.Kind() == reflect.Uint32 {
+			return http2.ErrCode(reflect.ValueOf(err).Uint()), true
+		}
+	}
+	return http2.ErrCodeNo, false
+}
+
+// StreamError reports an HTTP/2 stream that ended with an error while its connection lives
+// on: the server reset it (RST_STREAM), or endwell's HTTP/2 engine reset it for the
+// server's error on that stream only (a malformed response header, a stream's flow-control
+// window overrun). Code is the RST_STREAM's error code. A stream that the server refused
+// (REFUSED_STREAM) was not processed: errors.Is(err, [ErrNotSent]) is true, and [NotSent]
+// reports true. errors.As also finds x/net's http2.StreamError in it.
+type StreamError struct {
+	StreamID uint32
+	Code     http2.ErrCode
+	Err      error // the HTTP/2 engine's error
+}
+
+// Error says which stream ended, with which code, and why.
+func (e *StreamError) Error() string { return "endwell: HTTP/2 " + e.Err.Error() }
+
+// Unwrap returns the HTTP/2 engine's error.
+func (e *StreamError) Unwrap() error { return e.Err }
+
+// Is reports whether target is ErrNotSent, for a stream the server refused.
+func (e *StreamError) Is(target error) bool {
+	return target == ErrNotSent && e.Code == http2.ErrCodeRefusedStream
 }
 
 // errGoAwayAtOnce is a new connection's failure when the server sent GOAWAY with its
@@ -347,7 +453,7 @@ func (h *h2Conn) usable() bool {
 	t := pc.t
 	e := pc.entry.Load()
 	switch {
-	case pc.dead.Load():
+	case h.broken():
 		t.pool.Remove(e)
 		return false
 	case h.wire.peerGoAway.Load():
@@ -358,6 +464,15 @@ func (h *h2Conn) usable() bool {
 		return false
 	}
 	return true
+}
+
+// broken reports whether the connection must take no more requests: it is ending, or
+// x/net's read loop is over (x/net closes the connection next, and closedByNet decides
+// how it ends).
+func (h *h2Conn) broken() bool {
+	w := h.wire
+	return h.pc.dead.Load() || h.failing.Load() || h.pc.closeCause() != nil ||
+		w.closed.Load() || w.readError() != nil
 }
 
 // refusal says why a new connection that usable turned down takes no request.
@@ -464,7 +579,9 @@ func (s *h2Stream) release() {
 		pc.setState(stateIdle)
 	}
 	switch {
-	case pc.dead.Load():
+	case h.broken():
+		// Not back to the pool, ever: closedByNet or connError decides how it ends, if
+		// nothing has yet.
 		t.pool.Remove(e)
 	case t.DisableKeepAlives:
 		t.pool.Unshare(e)
@@ -482,17 +599,11 @@ func (s *h2Stream) release() {
 	t.doneActive(pc)
 }
 
-// requestErr maps x/net's error for a request to what the caller sees: why endwell ended
-// the connection, if it did; the timeout or cancellation; else x/net's error, marked
-// with ErrNotSent when the server never saw the stream, or ErrServerClosedConn when it
-// closed the connection before answering.
+// requestErr maps x/net's error for a request to what the caller sees (see streamErr),
+// or the timeout or cancellation that ended the request.
 func (s *h2Stream) requestErr(req *http.Request, err error) error {
-	pc := s.h.pc
-	if cause := pc.closeCause(); cause != nil {
-		return cause
-	}
 	ctx := req.Context()
-	if ctx.Err() != nil {
+	if ctx.Err() != nil && s.h.pc.closeCause() == nil {
 		if cause := context.Cause(ctx); cause == ErrResponseHeaderTimeout {
 			return ErrResponseHeaderTimeout
 		}
@@ -500,8 +611,41 @@ func (s *h2Stream) requestErr(req *http.Request, err error) error {
 			return ctx.Err()
 		}
 	}
+	return s.streamErr(err)
+}
+
+// streamErr maps x/net's error for a stream, from RoundTrip or a body's Read, to what the
+// caller sees, at a stable depth whatever the timing:
+//   - a connection error: the *ProtocolError that ended the connection (connError decides
+//     it here if x/net's closing of the connection has not yet);
+//   - why endwell ended the connection, if it did, marked ErrNotSent if the server never
+//     saw the stream;
+//   - a stream error (RST_STREAM): a *StreamError;
+//   - else x/net's error, marked ErrNotSent when the server never saw the stream, or
+//     ErrServerClosedConn when it closed the connection before answering.
+func (s *h2Stream) streamErr(err error) error {
+	h := s.h
+	pc := h.pc
+	if code, ok := h2ConnectionErrorCode(err); ok {
+		return h.connError(code)
+	}
+	if code := h.connErr.Load(); code != uint32(http2.ErrCodeNo) {
+		// x/net's frame parser met a connection error (CountError said which) and
+		// failed the streams with an error of its own, ErrFrameTooLarge say.
+		return h.connError(http2.ErrCode(code))
+	}
+	notSent := h2NotSent(err)
+	if cause := pc.closeCause(); cause != nil {
+		if notSent && !errors.Is(cause, ErrNotSent) {
+			return &h2Error{err: cause, notSent: true}
+		}
+		return cause
+	}
+	var se http2.StreamError
 	switch {
-	case h2NotSent(err):
+	case errors.As(err, &se):
+		return &StreamError{StreamID: se.StreamID, Code: se.Code, Err: err}
+	case notSent:
 		return &h2Error{err: err, notSent: true}
 	case h2ServerClosed(err):
 		return &h2Error{err: err, serverClosed: true}
@@ -518,10 +662,13 @@ func h2NotSent(err error) bool {
 	if errors.As(err, &se) && se.Code == http2.ErrCodeRefusedStream {
 		return true
 	}
-	switch err.Error() {
-	case "http2: Transport received Server's graceful shutdown GOAWAY",
-		"http2: client conn not usable",
-		"http2: client conn could not be established":
+	switch msg := err.Error(); {
+	case msg == "http2: Transport received Server's graceful shutdown GOAWAY",
+		msg == "http2: client conn not usable",
+		msg == "http2: client conn could not be established",
+		// The first stream of a connection, above the Last-Stream-ID of a GOAWAY with an
+		// error code.
+		strings.HasPrefix(msg, "http2: Transport received GOAWAY from server ErrCode:"):
 		return true
 	}
 	return false
@@ -544,7 +691,13 @@ type h2Error struct {
 	serverClosed bool
 }
 
-func (e *h2Error) Error() string { return "endwell: " + e.err.Error() }
+func (e *h2Error) Error() string {
+	msg := e.err.Error()
+	if strings.HasPrefix(msg, "endwell: ") {
+		return msg
+	}
+	return "endwell: " + msg
+}
 func (e *h2Error) Unwrap() error { return e.err }
 func (e *h2Error) Is(target error) bool {
 	return e.notSent && target == ErrNotSent || e.serverClosed && target == ErrServerClosedConn
@@ -569,9 +722,7 @@ func (b *h2Body) Read(p []byte) (int, error) {
 			// A Close while this Read was blocked: x/net's own error says the same.
 			err = ErrBodyClosed
 		case err != io.EOF:
-			if cause := b.s.h.pc.closeCause(); cause != nil {
-				err = cause
-			}
+			err = b.s.streamErr(err)
 		}
 		b.s.release()
 	}
@@ -615,6 +766,11 @@ func (l *h2Layer) Graceful(ctx context.Context, p *shutdown.Progress) error {
 		return nil
 	}
 	err := h.pc.waitUnused(ctx, p)
+	if err == nil && h.failing.Load() {
+		// A connection error while the streams ended (connError has sent its GOAWAY):
+		// no goodbye below either.
+		err = h.pc.closeCause()
+	}
 	if err == nil {
 		err = w.sendGoAway(ctx, http2.ErrCodeNo)
 	}

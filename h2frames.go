@@ -15,9 +15,16 @@ import (
 
 // HTTP/2 frame types and flags that the wire watches (RFC 9113, section 6).
 const (
-	frameSettings = 0x4
-	frameGoAway   = 0x7
-	flagAck       = 0x1
+	frameData         = 0x0
+	frameHeaders      = 0x1
+	frameRSTStream    = 0x3
+	frameSettings     = 0x4
+	frameGoAway       = 0x7
+	frameWindowUpdate = 0x8
+	flagAck           = 0x1
+	flagEndStream     = 0x1
+
+	settingInitialWindowSize = 0x4
 
 	frameHeaderLen = 9
 	// clientPrefaceLen is the length of "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", which opens the
@@ -40,8 +47,23 @@ type frameScanner struct {
 	told   bool                 // onFrame was called for the current frame
 
 	// onFrame, if set, is called once per frame, when its first len(head) payload bytes
-	// (or the whole payload, if shorter) have been seen.
+	// (or the whole payload, if shorter) have been seen. streamID and length tell the
+	// frame's stream and payload length meanwhile.
 	onFrame func(typ, flags byte, head []byte)
+	// onSetting, if set, is called for each parameter of a SETTINGS frame that is not an
+	// acknowledgement, as the parameter goes by.
+	onSetting func(id uint16, val uint32)
+	setting   [6]byte // the SETTINGS parameter being seen
+}
+
+// streamID returns the stream of the current frame, once its header is complete.
+func (s *frameScanner) streamID() uint32 {
+	return binary.BigEndian.Uint32(s.hdr[5:9]) & (1<<31 - 1)
+}
+
+// length returns the payload length of the current frame, once its header is complete.
+func (s *frameScanner) length() int {
+	return int(s.hdr[0])<<16 | int(s.hdr[1])<<8 | int(s.hdr[2])
 }
 
 // scan advances s over p, which is the next part of the stream. If zeroGoAway is set, it
@@ -62,7 +84,7 @@ func (s *frameScanner) scan(p []byte, zeroGoAway bool, scratch *[]byte) []byte {
 			s.nhdr += n
 			i += n
 			if s.nhdr == frameHeaderLen {
-				s.remain = int(s.hdr[0])<<16 | int(s.hdr[1])<<8 | int(s.hdr[2])
+				s.remain = s.length()
 				s.off = 0
 				s.told = false
 				s.endOfPart()
@@ -70,6 +92,9 @@ func (s *frameScanner) scan(p []byte, zeroGoAway bool, scratch *[]byte) []byte {
 			continue
 		}
 		n := min(s.remain, len(p)-i)
+		if s.onSetting != nil && s.hdr[3] == frameSettings && s.hdr[4]&flagAck == 0 {
+			s.settings(p[i : i+n])
+		}
 		if s.off < len(s.head) {
 			k := min(n, len(s.head)-s.off)
 			copy(s.head[s.off:], p[i:i+k])
@@ -91,6 +116,18 @@ func (s *frameScanner) scan(p []byte, zeroGoAway bool, scratch *[]byte) []byte {
 		s.endOfPart()
 	}
 	return out
+}
+
+// settings passes the SETTINGS parameters completed by p, the next payload bytes of the
+// current frame, to onSetting.
+func (s *frameScanner) settings(p []byte) {
+	for k, b := range p {
+		o := (s.off + k) % len(s.setting)
+		s.setting[o] = b
+		if o == len(s.setting)-1 {
+			s.onSetting(binary.BigEndian.Uint16(s.setting[0:2]), binary.BigEndian.Uint32(s.setting[2:6]))
+		}
+	}
 }
 
 // endOfPart tells onFrame about the current frame once enough of it was seen, and moves on
@@ -137,6 +174,10 @@ type h2Wire struct {
 
 	in frameScanner // used by x/net's read loop only
 
+	// flow keeps the flow-control windows as the frames say them: x/net reports no
+	// error code when a flow-control violation ends its read loop.
+	flow flowAccount
+
 	settingsAcked chan struct{} // closed when x/net acknowledged the server's first SETTINGS
 	acks          int           // SETTINGS acknowledgements written; guarded by wmu
 	settingsDirty atomic.Bool   // a later SETTINGS was acknowledged: MAX_CONCURRENT_STREAMS may have changed
@@ -171,12 +212,15 @@ func newH2Wire(nc net.Conn) *h2Wire {
 	w.tls, _ = nc.(*tls.Conn)
 	w.out.skip = clientPrefaceLen
 	w.out.onFrame = w.sawOutgoing
+	w.out.onSetting = w.flow.sentSetting
 	w.in.onFrame = w.sawIncoming
+	w.flow.init()
 	return w
 }
 
 // sawOutgoing runs under wmu, from scan.
 func (w *h2Wire) sawOutgoing(typ, flags byte, head []byte) {
+	w.flow.sent(typ, w.out.streamID(), w.out.length(), head)
 	switch typ {
 	case frameGoAway:
 		w.sentGoAway = true
@@ -197,6 +241,7 @@ func (w *h2Wire) sawOutgoing(typ, flags byte, head []byte) {
 
 // sawIncoming runs in x/net's read loop, from Read.
 func (w *h2Wire) sawIncoming(typ, flags byte, head []byte) {
+	w.flow.received(typ, flags, w.in.streamID(), w.in.length(), head)
 	if typ != frameGoAway || len(head) < 8 {
 		return
 	}
@@ -380,3 +425,133 @@ func (w *h2Wire) writeError() error {
 var _ net.Conn = (*h2Wire)(nil)
 
 var errNoSettings = errors.New("no SETTINGS from the server")
+
+// flowAccount keeps an HTTP/2 connection's flow-control windows as the frames on the wire
+// say them (RFC 9113, section 6.9), to tell a server's flow-control violation: x/net's read
+// loop ends on one with ConnectionError(FLOW_CONTROL_ERROR) that it neither reports (no
+// CountError) nor sends (its GOAWAY stays in its buffer), and the streams it fails may be
+// read by nobody.
+//
+// The account is of what went out on the wire: a WINDOW_UPDATE counts once written. x/net
+// counts it a moment earlier, when it decides to send it, so its windows are never smaller
+// than these: every violation x/net finds, the account finds too.
+type flowAccount struct {
+	mu sync.Mutex // guards the following
+	// initial is the window of a new stream: our SETTINGS_INITIAL_WINDOW_SIZE.
+	initial int64
+	// recvConn and recvStreams are what the server may still send on the connection, and
+	// on each open stream.
+	recvConn    int64
+	recvStreams map[uint32]int64
+	lastStream  uint32 // the highest stream we opened
+	// sendConn is what we may still send on the connection: it may not pass 2^31-1.
+	sendConn int64
+	violated bool // the server broke flow control
+}
+
+// defaultWindow is every window's size until SETTINGS or WINDOW_UPDATE change it.
+const defaultWindow = 65535
+
+const maxWindow = 1<<31 - 1
+
+func (f *flowAccount) init() {
+	f.initial, f.recvConn, f.sendConn = defaultWindow, defaultWindow, defaultWindow
+}
+
+// sentSetting notes a parameter of a SETTINGS frame we sent. A new initial window changes
+// the windows of the open streams by the difference (RFC 9113, section 6.9.2).
+func (f *flowAccount) sentSetting(id uint16, val uint32) {
+	if id != settingInitialWindowSize {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delta := int64(val) - f.initial
+	f.initial = int64(val)
+	for id := range f.recvStreams {
+		f.recvStreams[id] += delta
+	}
+}
+
+// sent notes a frame we sent: a new stream, a WINDOW_UPDATE, a reset stream, DATA.
+func (f *flowAccount) sent(typ byte, stream uint32, length int, head []byte) {
+	switch typ {
+	case frameHeaders, frameWindowUpdate, frameRSTStream, frameData:
+	default:
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch typ {
+	case frameHeaders:
+		if stream > f.lastStream {
+			f.lastStream = stream
+			if f.recvStreams == nil {
+				f.recvStreams = make(map[uint32]int64)
+			}
+			f.recvStreams[stream] = f.initial
+		}
+	case frameWindowUpdate:
+		if len(head) < 4 {
+			return
+		}
+		inc := int64(binary.BigEndian.Uint32(head[0:4]) & maxWindow)
+		if stream == 0 {
+			f.recvConn += inc
+		} else if _, ok := f.recvStreams[stream]; ok {
+			f.recvStreams[stream] += inc
+		}
+	case frameRSTStream:
+		delete(f.recvStreams, stream)
+	case frameData:
+		f.sendConn -= int64(length)
+	}
+}
+
+// received notes a frame the server sent, and whether it broke flow control: DATA beyond
+// a window, or a WINDOW_UPDATE that takes the connection's send window past 2^31-1.
+func (f *flowAccount) received(typ, flags byte, stream uint32, length int, head []byte) {
+	switch typ {
+	case frameData, frameHeaders, frameRSTStream, frameWindowUpdate:
+	default:
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch typ {
+	case frameData:
+		f.recvConn -= int64(length)
+		if f.recvConn < 0 {
+			f.violated = true
+		}
+		if w, ok := f.recvStreams[stream]; ok {
+			if w -= int64(length); w < 0 {
+				f.violated = true
+			}
+			f.recvStreams[stream] = w
+		}
+		if flags&flagEndStream != 0 {
+			delete(f.recvStreams, stream)
+		}
+	case frameHeaders:
+		if flags&flagEndStream != 0 {
+			delete(f.recvStreams, stream)
+		}
+	case frameRSTStream:
+		delete(f.recvStreams, stream)
+	case frameWindowUpdate:
+		if stream == 0 && len(head) >= 4 {
+			f.sendConn += int64(binary.BigEndian.Uint32(head[0:4]) & maxWindow)
+			if f.sendConn > maxWindow {
+				f.violated = true
+			}
+		}
+	}
+}
+
+// broken reports whether the server broke flow control.
+func (f *flowAccount) broken() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.violated
+}

@@ -1,0 +1,300 @@
+//lint:file-ignore SA1019 the canaries drive x/net's deprecated ClientConn on purpose: endwell's HTTP/2 runs on it (see h2.go)
+
+package endwell
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// TestH2ConnectionErrorTypedAtOnce: an HTTP/2 connection error comes back as a
+// *ProtocolError with its code every time, whichever of x/net's stream error and its close
+// of the connection endwell sees first; and the dead connection never goes back to the
+// pool: the next request, made at once, gets a new connection and succeeds.
+func TestH2ConnectionErrorTypedAtOnce(t *testing.T) {
+	for _, proto := range h2Protos {
+		t.Run(proto.String(), func(t *testing.T) {
+			h2CheckLeaks(t)
+			// The first request of each connection gets DATA on stream 0, a connection
+			// error (PROTOCOL_ERROR); the second, "ok".
+			srv := startHostileServer(t, proto, hsScripts{h2: func(c *hsConn, id uint32, n int) {
+				if n%2 == 1 {
+					c.write(func(fr *http2.Framer) error { return fr.WriteData(0, false, []byte("x")) })
+					c.stall()
+					return
+				}
+				c.respond(id, "ok")
+			}})
+			tr := &Transport{TLSClientConfig: h2TestCert(t).client, ShutdownTimeout: hostileBudget}
+			if proto == protoH2C {
+				var p http.Protocols
+				p.SetUnencryptedHTTP2(true)
+				tr.Protocols = &p
+			}
+			defer tr.Close()
+			const rounds = 20
+			for i := range rounds {
+				var failed net.Conn
+				trace := &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) { failed = info.Conn }}
+				req := mustGet(t, srv.url("/"))
+				_, err := tr.RoundTrip(req.WithContext(httptrace.WithClientTrace(req.Context(), trace)))
+				var pe *ProtocolError
+				if !errors.As(err, &pe) {
+					t.Fatalf("round %d: got %T %v, want a *ProtocolError", i, err, err)
+				}
+				if code, ok := pe.HTTP2Code(); !ok || code != http2.ErrCodeProtocol {
+					t.Fatalf("round %d: HTTP2Code: got %v %v, want PROTOCOL_ERROR true", i, code, ok)
+				}
+				var ce http2.ConnectionError
+				if !errors.As(err, &ce) || http2.ErrCode(ce) != http2.ErrCodeProtocol {
+					t.Errorf("round %d: errors.As to http2.ConnectionError: got %v, want PROTOCOL_ERROR", i, ce)
+				}
+				// The next request, at once: never handed the dead connection.
+				var got []net.Conn
+				trace = &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) { got = append(got, info.Conn) }}
+				req = mustGet(t, srv.url("/next"))
+				resp, err := tr.RoundTrip(req.WithContext(httptrace.WithClientTrace(req.Context(), trace)))
+				if err != nil {
+					t.Fatalf("round %d: the next request: %v", i, err)
+				}
+				body, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil || string(body) != "ok" {
+					t.Fatalf("round %d: the next request: got %q, %v; want ok", i, body, err)
+				}
+				for _, c := range got {
+					if c == failed {
+						t.Fatalf("round %d: the next request was handed the connection that had failed", i)
+					}
+				}
+			}
+			tr.CloseIdleConnections()
+			if open := srv.waitGone(hostileBudget + hostileSlack); len(open) > 0 {
+				t.Errorf("%d connection(s) still open after CloseIdleConnections", len(open))
+			}
+		})
+	}
+}
+
+// TestH2StreamErrorIsTyped: a server's RST_STREAM comes back as a *StreamError with its
+// code, in which errors.As also finds x/net's http2.StreamError; REFUSED_STREAM matches
+// ErrNotSent, and NotSent reports it. The connection lives on.
+func TestH2StreamErrorIsTyped(t *testing.T) {
+	for _, rst := range []http2.ErrCode{http2.ErrCodeInternal, http2.ErrCodeRefusedStream, http2.ErrCodeCancel} {
+		t.Run(rst.String(), func(t *testing.T) {
+			h2CheckLeaks(t)
+			srv := startHostileServer(t, protoH2, hsScripts{h2: func(c *hsConn, id uint32, n int) {
+				if n == 1 || n == 2 && rst == http2.ErrCodeRefusedStream { // a refused stream is sent once more
+					c.write(func(fr *http2.Framer) error { return fr.WriteRSTStream(id, rst) })
+					return
+				}
+				c.respond(id, "ok")
+			}})
+			tr, _ := h2Transport(t, &Transport{})
+			_, err := tr.RoundTrip(mustGet(t, srv.url("/")))
+			var se *StreamError
+			if !errors.As(err, &se) || se.Code != rst {
+				t.Fatalf("got %T %v, want a *StreamError with code %v", err, err, rst)
+			}
+			var xe http2.StreamError
+			if !errors.As(err, &xe) || xe.Code != rst || xe.StreamID != se.StreamID {
+				t.Errorf("errors.As to http2.StreamError: got %+v, want stream %d, code %v", xe, se.StreamID, rst)
+			}
+			if got, want := errors.Is(err, ErrNotSent), rst == http2.ErrCodeRefusedStream; got != want {
+				t.Errorf("errors.Is(err, ErrNotSent): got %v, want %v", got, want)
+			}
+			if got, want := NotSent(err), rst == http2.ErrCodeRefusedStream; got != want {
+				t.Errorf("NotSent: got %v, want %v", got, want)
+			}
+			for h2Get(t, tr, srv.url("/")) != "ok" {
+			}
+			if n := len(srv.connections()); n != 1 {
+				t.Errorf("server connections: got %d, want 1 (the connection lives on)", n)
+			}
+		})
+	}
+}
+
+// TestCanaryXnetConnectionError: h2ConnectionErrorCode recognises the error x/net fails a
+// stream with when its read loop ends on a connection error: x/net's ConnectionError built
+// by Go 1.26, net/http's own (unexported) built by Go 1.27. Both the frame parser's errors
+// (CountError names them) and the frame processing's (it does not: a flow-control
+// violation) are tried.
+func TestCanaryXnetConnectionError(t *testing.T) {
+	cases := []struct {
+		name    string
+		provoke func(fr *http2.Framer) error
+		want    http2.ErrCode
+	}{
+		{"frame parser", func(fr *http2.Framer) error {
+			return fr.WriteRawFrame(http2.FrameWindowUpdate, 0, 0, []byte{0, 0, 0, 0})
+		}, http2.ErrCodeProtocol},
+		{"frame processing", func(fr *http2.Framer) error {
+			return fr.WriteWindowUpdate(0, 1<<31-1)
+		}, http2.ErrCodeFlowControl},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				cc, p, _ := canaryClientConn(t, &http2.Transport{})
+				done := roundTripAsync(cc, canaryRequest("GET"))
+				p.wait(t, http2.FrameHeaders)
+				p.write(tc.provoke)
+				err := <-done
+				if code, ok := h2ConnectionErrorCode(err); !ok || code != tc.want {
+					t.Fatalf("%s: the stream failed with %q (%T): h2ConnectionErrorCode says %v %v, want %v true: update it",
+						xnetVersion(), err, err, code, ok, tc.want)
+				}
+			})
+		})
+	}
+}
+
+// TestCanaryXnetGoAwayErrorFirstStream: x/net fails the first stream of a connection above
+// the Last-Stream-ID of a GOAWAY with an error code with an error of its own, which
+// h2NotSent recognises by its text.
+func TestCanaryXnetGoAwayErrorFirstStream(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cc, p, _ := canaryClientConn(t, &http2.Transport{})
+		done := roundTripAsync(cc, canaryRequest("POST"))
+		p.wait(t, http2.FrameHeaders)
+		p.write(func(fr *http2.Framer) error { return fr.WriteGoAway(0, http2.ErrCodeProtocol, nil) })
+		if err := <-done; err == nil || !h2NotSent(err) {
+			t.Fatalf("%s: the first stream, above a GOAWAY(0, PROTOCOL_ERROR), failed with %q (%T), which h2NotSent does not recognise: update it",
+				xnetVersion(), err, err)
+		}
+	})
+}
+
+// TestCanaryXnetStreamErrorAs: x/net's error for a stream the server reset is found by
+// errors.As as x/net's http2.StreamError on both engines (built by Go 1.27, net/http's own
+// StreamError converts itself).
+func TestCanaryXnetStreamErrorAs(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cc, p, _ := canaryClientConn(t, &http2.Transport{})
+		done := roundTripAsync(cc, canaryRequest("GET"))
+		f := p.wait(t, http2.FrameHeaders)
+		p.write(func(fr *http2.Framer) error { return fr.WriteRSTStream(f.StreamID, http2.ErrCodeInternal) })
+		err := <-done
+		var se http2.StreamError
+		if !errors.As(err, &se) || se.Code != http2.ErrCodeInternal {
+			t.Fatalf("%s: a reset stream failed with %q (%T), which errors.As does not find as an http2.StreamError: update streamErr",
+				xnetVersion(), err, err)
+		}
+	})
+}
+
+// TestH2FlowAccount: the wire's account of the flow-control windows finds DATA beyond a
+// stream's window or the connection's, and a WINDOW_UPDATE past 2^31-1, and nothing in a
+// conversation that keeps to them.
+func TestH2FlowAccount(t *testing.T) {
+	const win = 1 << 16
+	open := func() *flowAccount {
+		f := &flowAccount{}
+		f.init()
+		f.sentSetting(settingInitialWindowSize, win)
+		f.sent(frameWindowUpdate, 0, 4, []byte{0, 0x10, 0, 0}) // the connection: 65535 + 1 MiB
+		f.sent(frameHeaders, 1, 10, nil)
+		return f
+	}
+	data := func(f *flowAccount, stream uint32, n int, end bool) {
+		var flags byte
+		if end {
+			flags = flagEndStream
+		}
+		f.received(frameData, flags, stream, n, nil)
+	}
+	t.Run("within the windows", func(t *testing.T) {
+		f := open()
+		data(f, 1, win, false)
+		f.sent(frameWindowUpdate, 1, 4, []byte{0, 0, 0x10, 0}) // 4 KiB more
+		data(f, 1, 4<<10, true)
+		data(f, 7, 1000, false) // a stream we reset: the connection's window only
+		if f.broken() {
+			t.Error("broken: got true, want false")
+		}
+	})
+	t.Run("beyond the stream's window", func(t *testing.T) {
+		f := open()
+		data(f, 1, win+1, false)
+		if !f.broken() {
+			t.Error("broken: got false, want true")
+		}
+	})
+	t.Run("beyond the connection's window", func(t *testing.T) {
+		f := open()
+		for s := uint32(3); s < 3+2*20; s += 2 {
+			f.sent(frameHeaders, s, 10, nil)
+			data(f, s, win, true)
+		}
+		if !f.broken() {
+			t.Error("broken: got false, want true")
+		}
+	})
+	t.Run("WINDOW_UPDATE past 2^31-1", func(t *testing.T) {
+		f := open()
+		f.received(frameWindowUpdate, 0, 0, 4, []byte{0x7f, 0xff, 0xff, 0xff})
+		if !f.broken() {
+			t.Error("broken: got false, want true")
+		}
+	})
+}
+
+// TestSwitchedBodyCloseInterruptsWrite: Close of a switched-protocol body cuts short a
+// Write blocked on a server that does not read: the Write returns at once with
+// ErrBodyClosed, and the connection is aborted (the other protocol's message was cut).
+func TestSwitchedBodyCloseInterruptsWrite(t *testing.T) {
+	h2CheckLeaks(t)
+	srv := startHostileServer(t, protoH1TLS, hsScripts{noRead: true, h1: func(c *hsConn, req *http.Request, n int) {
+		c.writeString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: x-test\r\nConnection: Upgrade\r\n\r\n")
+	}})
+	tr, recs := h2Transport(t, &Transport{ShutdownTimeout: hostileBudget})
+	req := mustGet(t, srv.url("/"))
+	upgradeTo("x-test")(req)
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rwc := resp.Body.(io.ReadWriteCloser)
+	wrote := make(chan error, 1)
+	var written atomic.Int64
+	// The blocked Write: the server reads nothing after the request, so the socket's
+	// buffers fill.
+	go func() {
+		chunk := make([]byte, 64<<10)
+		for {
+			n, err := rwc.Write(chunk)
+			written.Add(int64(n))
+			if err != nil {
+				wrote <- err
+				return
+			}
+		}
+	}()
+	// Blocked: nothing more goes out for 50 ms.
+	for last := int64(-1); written.Load() != last; time.Sleep(50 * time.Millisecond) {
+		last = written.Load()
+	}
+	rwc.Close()
+	select {
+	case err := <-wrote:
+		if !errors.Is(err, ErrBodyClosed) {
+			t.Errorf("the blocked Write: got %v, want ErrBodyClosed", err)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("the blocked Write did not return within 1s of Close")
+	}
+	r := recs.next(t)
+	if r.Reason != reasonBodyClosedEarly || r.CloseNotifySent {
+		t.Errorf("teardown: got %v %s, close_notify %v; want abort body_closed_early, no close_notify", r.Mode, r.Reason, r.CloseNotifySent)
+	}
+}
