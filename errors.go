@@ -2,9 +2,12 @@ package endwell
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"strings"
+
+	"golang.org/x/net/http2"
 )
 
 // This file holds every error endwell exports, and the unexported types behind them.
@@ -40,6 +43,11 @@ var (
 // TLS handshake (a *[net.OpError], a *[tls.CertificateVerificationError]).
 func NotSent(err error) bool {
 	if errors.Is(err, ErrNotSent) {
+		return true
+	}
+	var rhe tls.RecordHeaderError
+	if errors.As(err, &rhe) && rhe.Conn != nil {
+		// crypto/tls sets Conn only for a connection's first record: the handshake's.
 		return true
 	}
 	for ; err != nil; err = errors.Unwrap(err) {
@@ -109,7 +117,8 @@ func (e *DialError) Timeout() bool {
 
 // ProtocolError reports a malformed response: a bad status line or header, broken chunked
 // framing, a Content-Length mismatch, headers over MaxResponseHeaderBytes. The connection
-// it arrived on is aborted and never reused.
+// it arrived on is aborted and never reused. For HTTP/2, a connection error: HTTP2Code
+// returns its code, and errors.As finds x/net's http2.ConnectionError.
 type ProtocolError struct {
 	Err error
 }
@@ -150,3 +159,38 @@ func (e *ProxyConnectError) Error() string {
 
 // Is reports whether target is ErrNotSent.
 func (e *ProxyConnectError) Is(target error) bool { return target == ErrNotSent }
+
+// HTTP2Code returns the error code of an HTTP/2 connection error, and true: the code of the
+// GOAWAY endwell sent when the server broke the protocol (errors.As also finds x/net's
+// http2.ConnectionError in e), or of the server's GOAWAY when it carried an error. It returns
+// false for other malformations, HTTP/1.1's.
+func (e *ProtocolError) HTTP2Code() (http2.ErrCode, bool) {
+	var ce *h2ConnError
+	if errors.As(e.Err, &ce) {
+		return ce.code, true
+	}
+	return http2.ErrCodeNo, false
+}
+
+// StreamError reports an HTTP/2 stream that ended with an error while its connection lives
+// on: the server reset it (RST_STREAM), or endwell's HTTP/2 engine reset it for the
+// server's error on that stream only (a malformed response header, a stream's flow-control
+// window overrun). Code is the RST_STREAM's error code. A stream that the server refused
+// (REFUSED_STREAM) was not processed: errors.Is(err, [ErrNotSent]) is true, and [NotSent]
+// reports true. errors.As also finds x/net's http2.StreamError in it.
+type StreamError struct {
+	StreamID uint32
+	Code     http2.ErrCode
+	Err      error // the HTTP/2 engine's error
+}
+
+// Error says which stream ended, with which code, and why.
+func (e *StreamError) Error() string { return "endwell: HTTP/2 " + e.Err.Error() }
+
+// Unwrap returns the HTTP/2 engine's error.
+func (e *StreamError) Unwrap() error { return e.Err }
+
+// Is reports whether target is ErrNotSent, for a stream the server refused.
+func (e *StreamError) Is(target error) bool {
+	return target == ErrNotSent && e.Code == http2.ErrCodeRefusedStream
+}

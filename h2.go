@@ -376,18 +376,6 @@ func (e *h2ConnError) As(target any) bool {
 	return false
 }
 
-// HTTP2Code returns the error code of an HTTP/2 connection error, and true: the code of the
-// GOAWAY endwell sent when the server broke the protocol (errors.As also finds x/net's
-// http2.ConnectionError in e), or of the server's GOAWAY when it carried an error. It returns
-// false for other malformations, HTTP/1.1's.
-func (e *ProtocolError) HTTP2Code() (http2.ErrCode, bool) {
-	var ce *h2ConnError
-	if errors.As(e.Err, &ce) {
-		return ce.code, true
-	}
-	return http2.ErrCodeNo, false
-}
-
 // h2ConnectionErrorCode returns the code of the HTTP/2 connection error that err is (or
 // wraps), if it is one: x/net's http2.ConnectionError built by Go 1.26, net/http's own
 // (of an unexported package, told by its name and kind) when x/net wraps net/http's
@@ -403,29 +391,6 @@ func h2ConnectionErrorCode(err error) (http2.ErrCode, bool) {
 		}
 	}
 	return http2.ErrCodeNo, false
-}
-
-// StreamError reports an HTTP/2 stream that ended with an error while its connection lives
-// on: the server reset it (RST_STREAM), or endwell's HTTP/2 engine reset it for the
-// server's error on that stream only (a malformed response header, a stream's flow-control
-// window overrun). Code is the RST_STREAM's error code. A stream that the server refused
-// (REFUSED_STREAM) was not processed: errors.Is(err, [ErrNotSent]) is true, and [NotSent]
-// reports true. errors.As also finds x/net's http2.StreamError in it.
-type StreamError struct {
-	StreamID uint32
-	Code     http2.ErrCode
-	Err      error // the HTTP/2 engine's error
-}
-
-// Error says which stream ended, with which code, and why.
-func (e *StreamError) Error() string { return "endwell: HTTP/2 " + e.Err.Error() }
-
-// Unwrap returns the HTTP/2 engine's error.
-func (e *StreamError) Unwrap() error { return e.Err }
-
-// Is reports whether target is ErrNotSent, for a stream the server refused.
-func (e *StreamError) Is(target error) bool {
-	return target == ErrNotSent && e.Code == http2.ErrCodeRefusedStream
 }
 
 // errGoAwayAtOnce is a new connection's failure when the server sent GOAWAY with its
