@@ -486,18 +486,7 @@ var diffKnownEverywhere = []struct {
 	why       string
 	// explains reports whether got is want changed as the difference describes.
 	explains func(want, got string) bool
-}{
-	{
-		proto:     "h2",
-		goRelease: "go1.26",
-		field:     "bodyIsNoBody",
-		why: "an HTTP/2 response that ended with its headers (HEAD, 204, 304, Content-Length 0) " +
-			"has http.NoBody as Body (h2.go replaces x/net's empty body); net/http's HTTP/2 " +
-			"returns an empty body of its own, as x/net does (on Go 1.27, whose net/http HTTP/2 " +
-			"returns http.NoBody there too, they agree)",
-		explains: func(want, got string) bool { return want == "false" && got == "true" },
-	},
-}
+}{}
 
 // diffReport gathers the differences of a run, for the log and the stale-entry check.
 type diffReport struct {

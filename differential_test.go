@@ -117,17 +117,14 @@ const (
 	diffRacyUnreadBody    = "HTTP/2: the server answers before it reads the request body, so whether the body's write ended before the response (WroteRequest with or without x/net's errStopReqBodyWrite, or not yet) depends on timing, in both transports"
 )
 
-// Undocumented differences, cited by the knownDiff entries: each is to be fixed (or
-// documented) and its entries removed.
+// Differences that README's "Differences from net/http.Transport" documents (hooks and
+// error chains where net/http is not consistent with itself), cited by deliberate entries.
+// Undocumented ones would go in knownDiff entries, each to be fixed (or documented) and
+// its entries removed: none is left.
 const (
-	diffKnownUnexpected100 = "a 100 Continue the request did not ask for (no Expect header) fires Got100Continue in endwell; net/http fires only Got1xxResponse(100)"
-	diffKnownCancelledH2   = "a request whose context is already cancelled: net/http's HTTP/2 path fires GetConn and GotConn(reused) before it sees the context; endwell, as net/http's HTTP/1, fires nothing"
-	diffKnownExpectErr     = "the server answered before the body was sent, which was then withheld: endwell's WroteRequest carries an error (the body not sent), net/http's none"
-	diffKnownExpectNoReuse = "once ExpectContinueTimeout ran out and the body was sent in full, endwell still marks the connection not reusable (h1.go readResponse: a final answer without a 100 seen sets noReuse): no PutIdleConn; net/http reuses it"
-	diffKnownExpectNewConn = "the next request dials a new connection, as endwell did not reuse the last one (see hooks); net/http reuses it"
-	diffKnownExpectH2      = "HTTP/2 ignores ExpectContinueTimeout: no Wait100Continue, the body goes at once (x/net's ClientConn has no net/http Transport to read it from; issue 20); net/http waits for the 100"
-	diffKnownBodyErrChain  = "a request body's Read error under a declared Content-Length over plain TCP: net/http returns it inside the *net.OpError (\"readfrom tcp ...\") of the socket's ReadFrom that copied the body, at url.Error.Err; endwell returns the body's error itself"
-	diffKnownGetConnTwice  = "the request after a connection that Connection: close ended: net/http's HTTP/2 fires GetConn twice (net/http's own, then x/net's pool's), endwell once"
+	diffWhyCancelled   = "a request whose context is already done fires no hook, whatever its protocol, as net/http's HTTP/1 (net/http's HTTP/2 path fires GetConn and GotConn first): README, differences"
+	diffWhyBodyErr     = "a request body's Read error is returned itself, over every protocol (net/http's plain-TCP HTTP/1 wraps it in the socket's readfrom *net.OpError, its TLS and HTTP/2 do not): README, differences"
+	diffWhyGetConnOnce = "GetConn fires once per request (net/http's HTTP/2 fires it twice after a closed connection: its own, then x/net's pool's): README, differences"
 )
 
 var diffCases = []diffCase{
@@ -183,7 +180,7 @@ var diffCases = []diffCase{
 	{name: "redirect not followed", method: "GET", path: "/redirect/1"},
 
 	// Status codes (not followed).
-	{name: "status 100 then 200", method: "GET", path: "/status/100", knownDiff: map[string]string{"h1:hooks": diffKnownUnexpected100, "h1tls:hooks": diffKnownUnexpected100}},
+	{name: "status 100 then 200", method: "GET", path: "/status/100"},
 	{name: "status 103 then 200", method: "GET", path: "/status/103"},
 	{name: "status 200", method: "GET", path: "/status/200"},
 	{name: "status 201", method: "POST", path: "/status/201", body: diffBody("created"), racy: map[string]string{"h2:hooks": diffRacyUnreadBody}},
@@ -227,8 +224,8 @@ var diffCases = []diffCase{
 	{name: "headers, Accept-Encoding identity", method: "GET", path: "/headers", header: diffHdr("Accept-Encoding", "identity")},
 	{name: "headers, Range", method: "GET", path: "/headers", header: diffHdr("Range", "bytes=0-10")},
 	{name: "headers, Host override", method: "GET", path: "/headers", prepare: func(r *http.Request) { r.Host = "example.com" }},
-	{name: "headers, Connection close", method: "GET", path: "/headers", header: diffHdr("Connection", "close"), then: "/get", knownDiff: map[string]string{"h2:then.hooks": diffKnownGetConnTwice}},
-	{name: "headers, Request.Close", method: "GET", path: "/headers", prepare: func(r *http.Request) { r.Close = true }, then: "/get", knownDiff: map[string]string{"h2:then.hooks": diffKnownGetConnTwice}},
+	{name: "headers, Connection close", method: "GET", path: "/headers", header: diffHdr("Connection", "close"), then: "/get", deliberate: map[string]string{"h2:then.hooks": diffWhyGetConnOnce}},
+	{name: "headers, Request.Close", method: "GET", path: "/headers", prepare: func(r *http.Request) { r.Close = true }, then: "/get", deliberate: map[string]string{"h2:then.hooks": diffWhyGetConnOnce}},
 	{name: "user-agent", method: "GET", path: "/user-agent"},
 
 	// Bodies streamed, large, ranged, slow; trailers.
@@ -245,7 +242,7 @@ var diffCases = []diffCase{
 	{name: "trailers", method: "GET", path: "/trailers?X-Trailer-A=1&X-Trailer-B=two"},
 	{name: "trailers, POST", method: "POST", path: "/trailers?X-Trailer-A=1", body: diffBody("with trailers")},
 	{name: "response-headers", method: "GET", path: "/response-headers?X-Echo=a&X-Echo=b&Cache-Control=no-store"},
-	{name: "response Connection close, then a request", method: "GET", path: "/response-headers?Connection=close", then: "/get", knownDiff: map[string]string{"h2:then.hooks": diffKnownGetConnTwice}},
+	{name: "response Connection close, then a request", method: "GET", path: "/response-headers?Connection=close", then: "/get", deliberate: map[string]string{"h2:then.hooks": diffWhyGetConnOnce}},
 
 	// Connection reuse.
 	{name: "reuse after a full read", method: "GET", path: "/get", then: "/get"},
@@ -261,11 +258,9 @@ var diffCases = []diffCase{
 	// Expect: 100-continue, with ExpectContinueTimeout longer than any answer takes.
 	{
 		name: "Expect 100-continue", method: "POST", path: "/post", body: diffBody("after continue"), header: diffHdr("Expect", "100-continue"), expectContinueTimeout: 5 * time.Second,
-		knownDiff: map[string]string{"h2:hooks": diffKnownExpectH2},
 	},
 	{
 		name: "Expect 100-continue, unknown length", method: "POST", path: "/post", body: diffBodyUnknown("after continue"), header: diffHdr("Expect", "100-continue"), expectContinueTimeout: 5 * time.Second,
-		knownDiff: map[string]string{"h2:hooks": diffKnownExpectH2},
 	},
 	{name: "Expect 100-continue, no body", method: "GET", path: "/get", header: diffHdr("Expect", "100-continue"), expectContinueTimeout: 5 * time.Second},
 	// A handler that does not read the body: Go 1.26's HTTP/1 server answers only once the
@@ -276,14 +271,9 @@ var diffCases = []diffCase{
 	// answers at once.
 	{
 		name: "Expect 100-continue, no 100 before the timeout", protos: []string{"h1", "h1tls"}, method: "POST", path: "/status/401", body: diffBody("sent late"), header: diffHdr("Expect", "100-continue"), expectContinueTimeout: 300 * time.Millisecond, then: "/get",
-		knownDiff: map[string]string{
-			"go1.26:hooks": diffKnownExpectNoReuse, "go1.26:then.hooks": diffKnownExpectNewConn, "go1.26:then.hooks.dial": diffKnownExpectNewConn,
-			"go1.27:hooks": diffKnownExpectErr,
-		},
 	},
 	{
 		name: "Expect 100-continue, answered at once", protos: []string{"h2"}, method: "POST", path: "/status/401", body: diffBody("never sent"), header: diffHdr("Expect", "100-continue"), expectContinueTimeout: 5 * time.Second,
-		knownDiff: map[string]string{"hooks": diffKnownExpectH2},
 	},
 
 	// Cookies, authentication.
@@ -304,12 +294,12 @@ var diffCases = []diffCase{
 	{name: "drip past the client timeout, mid-body", method: "GET", path: "/drip?duration=3s&numbytes=3&delay=0", timeout: 300 * time.Millisecond, warm: true},
 	{
 		name: "cancelled before sending", method: "GET", path: "/get", cancelOn: "start", warm: true,
-		knownDiff: map[string]string{"h2:hooks": diffKnownCancelledH2},
+		deliberate: map[string]string{"h2:hooks": diffWhyCancelled},
 	},
 	{name: "cancelled once written", method: "GET", path: "/delay/3", cancelOn: "WroteRequest", warm: true, racy: map[string]string{"h1tls:hooks": diffRacyCloseNotify}},
 	{name: "cancelled mid-body", method: "GET", path: "/drip?duration=2s&numbytes=4&delay=0", read: diffReadOneThenCancel, warm: true},
 	{name: "body fails mid-way, unknown length", method: "POST", path: "/post", body: diffBodyFailing(1000), warm: true, racy: map[string]string{"h1tls:hooks": diffRacyCloseNotify}},
-	{name: "body fails mid-way, declared length", method: "POST", path: "/upload", body: diffBodyFailing(64 << 10), contentLength: 1 << 20, warm: true, knownDiff: map[string]string{"h1:errorChain": diffKnownBodyErrChain}, racy: map[string]string{"h1tls:hooks": diffRacyCloseNotify}},
+	{name: "body fails mid-way, declared length", method: "POST", path: "/upload", body: diffBodyFailing(64 << 10), contentLength: 1 << 20, warm: true, deliberate: map[string]string{"h1:errorChain": diffWhyBodyErr}, racy: map[string]string{"h1tls:hooks": diffRacyCloseNotify}},
 	{name: "body fails at once", method: "PUT", path: "/put", body: diffBodyFailing(0), warm: true, racy: map[string]string{"h1tls:hooks": diffRacyCloseNotify}},
 }
 

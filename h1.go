@@ -247,7 +247,11 @@ func (ex *exchange) writeBody() {
 		pc.abort(err)
 	}
 	if ex.trace != nil && ex.trace.WroteRequest != nil {
-		ex.trace.WroteRequest(httptrace.WroteRequestInfo{Err: err})
+		werr := err
+		if werr == errBodyNotSent {
+			werr = nil // the request is written, its body withheld by design: as net/http
+		}
+		ex.trace.WroteRequest(httptrace.WroteRequestInfo{Err: werr})
 	}
 	bw.done <- err
 }
@@ -387,11 +391,11 @@ func (ex *exchange) readResponse() (*http.Response, error) {
 		if code > 199 || code == http.StatusSwitchingProtocols {
 			break
 		}
-		if code == http.StatusContinue {
-			if ex.bw != nil && ex.bw.cont != nil && !ex.bw.contSent {
-				ex.bw.cont <- true
-				ex.bw.contSent = true
-			}
+		if code == http.StatusContinue && ex.bw != nil && ex.bw.cont != nil && !ex.bw.contSent {
+			// The 100 Continue the request asked for (Got100Continue fires for that one
+			// only, as in net/http; any 1xx goes to Got1xxResponse).
+			ex.bw.cont <- true
+			ex.bw.contSent = true
 			if trace != nil && trace.Got100Continue != nil {
 				trace.Got100Continue()
 			}
@@ -409,14 +413,16 @@ func (ex *exchange) readResponse() (*http.Response, error) {
 		// The timer fired and aborted the connection; report the timeout.
 		return nil, ex.fail(ErrResponseHeaderTimeout)
 	}
-	if ex.bw != nil && ex.bw.cont != nil && !ex.bw.contSent {
-		// A final answer without 100 Continue: the body is not sent, and the connection
-		// cannot be reused (the server may still expect it).
-		ex.bw.cont <- false
-		ex.noReuse = true
-	}
 	if resp.Close {
 		ex.noReuse = true
+	}
+	if ex.bw != nil && ex.bw.cont != nil && !ex.bw.contSent {
+		// A final answer without 100 Continue. As net/http: if the connection is to be
+		// kept, the body goes out all the same (the server reads or discards it, and the
+		// connection stays in step); if it closes, the body is not sent.
+		send := !ex.noReuse
+		ex.bw.cont <- send
+		ex.bw.contSent = true
 	}
 	resp.TLS = nil
 	if pc.tlsc != nil {

@@ -139,15 +139,25 @@ func (t *Transport) startH2(ctx context.Context, pc *conn) error {
 	h := &h2Conn{pc: pc, wire: w}
 	w.onPeerGoAway = h.peerGoAway
 	w.onClose = h.closedByNet
-	t2 := &http2.Transport{
-		DisableCompression: t.DisableCompression,
-		MaxHeaderListSize:  uint32(min(t.cfg.maxHeaderBytes, 1<<32-1)),
-		ReadIdleTimeout:    max(t.ReadIdleTimeout, 0),
-		PingTimeout:        max(t.PingTimeout, 0),
-		// IdleConnTimeout stays 0: the pool times idle connections out, and ends them
-		// with a GOAWAY.
-		CountError: h.countError,
+	// x/net reads ExpectContinueTimeout (and nothing else it does not have itself) from
+	// a net/http Transport linked to its own: a private one, never used for requests,
+	// carries it. Its IdleConnTimeout stays 0: the pool times idle connections out, and
+	// ends them with a GOAWAY.
+	t1 := &http.Transport{
+		DisableCompression:     t.DisableCompression,
+		MaxResponseHeaderBytes: t.cfg.maxHeaderBytes,
+		ExpectContinueTimeout:  max(t.cfg.expectContinueTimeout, 0),
 	}
+	t2, err := http2.ConfigureTransports(t1)
+	if err != nil {
+		w.writesOff.Store(true)
+		return err
+	}
+	t2.DisableCompression = t.DisableCompression
+	t2.MaxHeaderListSize = uint32(min(t.cfg.maxHeaderBytes, 1<<32-1))
+	t2.ReadIdleTimeout = max(t.ReadIdleTimeout, 0)
+	t2.PingTimeout = max(t.PingTimeout, 0)
+	t2.CountError = h.countError
 	if c := t.HTTP2; c != nil {
 		t2.MaxDecoderHeaderTableSize = uint32(max(c.MaxDecoderHeaderTableSize, 0))
 		t2.MaxEncoderHeaderTableSize = uint32(max(c.MaxEncoderHeaderTableSize, 0))
@@ -484,8 +494,9 @@ func (h *h2Conn) roundTrip(req *http.Request) (*http.Response, error) {
 		resp.TLS = nil
 	}
 	if isXnetNoBody(resp.Body) {
+		// The stream is over: its use goes back now. The body stays x/net's own empty
+		// one (http.NoBody built by Go 1.27), as net/http's HTTP/2 returns.
 		s.release()
-		resp.Body = http.NoBody
 		return resp, nil
 	}
 	body.rc, body.s = resp.Body, s
