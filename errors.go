@@ -26,7 +26,9 @@ var (
 	ErrResponseHeaderTimeout error = &timeoutError{msg: "endwell: timeout awaiting response headers", deadline: true}
 	// ErrNotSent matches (with [errors.Is]) errors after which the request certainly did
 	// not reach the server: endwell's dial failures ([DialError]), a proxy's refusal, a
-	// connection found closed before any of the request was written. Such a request is
+	// connection found closed before any of the request was written, a request whose
+	// context ended while it waited for a connection (its error is then the context's,
+	// which it also matches). Such a request is
 	// safe to retry whatever its method. Dial failures that come back as net/http's own
 	// error types (see [DialError]) do not carry it: use [NotSent], which knows both.
 	ErrNotSent = errors.New("endwell: request not sent")
@@ -57,6 +59,17 @@ func NotSent(err error) bool {
 	}
 	return false
 }
+
+// notSentError is the error of a request whose context ended while it waited for a
+// connection: the context's error, same message, matching it with errors.Is, and
+// ErrNotSent too (so that RetryPolicy may send it again whatever its method).
+type notSentError struct{ err error }
+
+func (e *notSentError) Error() string        { return e.err.Error() }
+func (e *notSentError) Unwrap() error        { return e.err }
+func (e *notSentError) Is(target error) bool { return target == ErrNotSent }
+func (e *notSentError) Timeout() bool        { return errors.Is(e.err, context.DeadlineExceeded) }
+func (e *notSentError) Temporary() bool      { return e.Timeout() }
 
 type closedError struct{ msg string }
 

@@ -129,6 +129,9 @@ func TestStalledDialsAreCancelled(t *testing.T) {
 				if !errors.Is(err, context.DeadlineExceeded) {
 					t.Errorf("RoundTrip: got %v, want the request's deadline", err)
 				}
+				if !errors.Is(err, ErrNotSent) || err.Error() != context.DeadlineExceeded.Error() {
+					t.Errorf("RoundTrip: got %q, want the deadline's message, matching ErrNotSent (nothing was sent)", err)
+				}
 				if took := time.Since(start); took > 2*time.Second {
 					t.Errorf("RoundTrip returned after %v, want by its deadline", took)
 				}

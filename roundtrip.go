@@ -415,7 +415,9 @@ func (t *Transport) getConn(ctx context.Context, tg *target, trace *httptrace.Cl
 
 func (t *Transport) getConnErr(ctx context.Context, err error) error {
 	if ctx.Err() != nil && (errors.Is(err, ctx.Err()) || errors.Is(err, context.Cause(ctx))) {
-		return ctx.Err()
+		// The request ended while it waited for a connection (a dial, a handshake, the
+		// server's SETTINGS): nothing of it was sent.
+		return &notSentError{ctx.Err()}
 	}
 	if errors.Is(err, pool.ErrClosed) {
 		return t.closedErr()
