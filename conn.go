@@ -201,6 +201,34 @@ func (pc *conn) layers() []shutdown.Layer {
 	return append(ls, &shutdown.TCP{Conn: pc.raw, Drain: pc.nc})
 }
 
+// releaseUse gives one request's use of a multiplexed connection (HTTP/2, HTTP/3) back to
+// the pool, as its last use or not. A broken connection is removed from the pool. Under
+// DisableKeepAlives, the connection ends gracefully after its last use. Otherwise, when
+// the pool drops the connection at this use (it takes no new requests: the server's
+// GOAWAY, a Connection: close), dropped ends it.
+func (pc *conn) releaseUse(broken bool, dropped func()) {
+	t := pc.t
+	e := pc.entry.Load()
+	t.mu.Lock()
+	last := pc.activeUses == 1
+	t.mu.Unlock()
+	if last {
+		pc.setState(stateIdle)
+	}
+	switch {
+	case broken:
+		t.pool.Remove(e)
+	case t.DisableKeepAlives:
+		t.pool.Unshare(e)
+		if t.pool.Put(e) {
+			pc.end(t.closeCtx(), shutdown.Graceful, reasonKeepAlivesDisabled, nil)
+		}
+	case t.pool.Put(e):
+		dropped()
+	}
+	t.doneActive(pc)
+}
+
 // writeCounter reports the bytes written since mark.
 func (pc *conn) writtenSince(mark int64) int64 { return pc.nwritten.Load() - mark }
 

@@ -544,35 +544,16 @@ func (s *h2Stream) release() {
 		s.cancel(nil)
 	}
 	h := s.h
-	pc := h.pc
-	t := pc.t
-	e := pc.entry.Load()
 	h.refreshCapacity()
-	t.mu.Lock()
-	last := pc.activeUses == 1
-	t.mu.Unlock()
-	if last {
-		pc.setState(stateIdle)
-	}
-	switch {
-	case h.broken():
-		// Not back to the pool, ever: closedByNet or connError decides how it ends, if
-		// nothing has yet.
-		t.pool.Remove(e)
-	case t.DisableKeepAlives:
-		t.pool.Unshare(e)
-		if t.pool.Put(e) {
-			pc.end(t.closeCtx(), shutdown.Graceful, reasonKeepAlivesDisabled, nil)
-		}
-	case t.pool.Put(e):
-		switch {
-		case h.wire.peerGoAway.Load():
+	// A broken connection goes back to the pool never: closedByNet or connError decides
+	// how it ends, if nothing has yet.
+	h.pc.releaseUse(h.broken(), func() {
+		if h.wire.peerGoAway.Load() {
 			h.endGoAway()
-		default:
-			pc.end(t.closeCtx(), shutdown.Graceful, reasonServerClose, nil)
+			return
 		}
-	}
-	t.doneActive(pc)
+		h.pc.end(h.pc.t.closeCtx(), shutdown.Graceful, reasonServerClose, nil)
+	})
 }
 
 // requestErr maps x/net's error for a request to what the caller sees (see streamErr),

@@ -280,26 +280,9 @@ func (b *h3Body) release() {
 	if b.cancel != nil {
 		b.cancel(nil)
 	}
-	h := b.h
-	pc := h.pc
-	t := pc.t
-	e := pc.entry.Load()
-	t.mu.Lock()
-	last := pc.activeUses == 1
-	t.mu.Unlock()
-	if last {
-		pc.setState(stateIdle)
-	}
-	switch {
-	case pc.dead.Load():
-		t.pool.Remove(e)
-	case t.DisableKeepAlives:
-		t.pool.Unshare(e)
-		if t.pool.Put(e) {
-			pc.end(t.closeCtx(), shutdown.Graceful, reasonKeepAlivesDisabled, nil)
-		}
-	case t.pool.Put(e):
-		pc.end(t.closeCtx(), shutdown.Graceful, reasonGoAwayReceived, nil)
-	}
-	t.doneActive(pc)
+	pc := b.h.pc
+	pc.releaseUse(pc.dead.Load(), func() {
+		// The pool dropped it at its last use: it takes no new requests (GOAWAY).
+		pc.end(pc.t.closeCtx(), shutdown.Graceful, reasonGoAwayReceived, nil)
+	})
 }
