@@ -7,10 +7,15 @@ import (
 	"net"
 )
 
-// How a transfer ended decides how its connection ends. This file is the one place that
-// says which: a complete transfer reuses the connection, or closes it gracefully when it
-// may not be reused; an aborted or failed one aborts it, without close_notify, so that the
-// server can never take a truncated transfer for a complete one (curl 8.9's rule).
+// How a transfer ended decides how its connection ends: a complete transfer reuses the
+// connection, or closes it gracefully when it may not be reused; an aborted or failed one
+// aborts it, without close_notify, so that the server can never take a truncated transfer
+// for a complete one (curl 8.9's rule). This file holds the rules: the reasons, and how a
+// complete or a failed transfer is classified. The protocol code applies them where it
+// sees the transfer end (h1.go's finish and fail, h2.go's closedByNet and connError,
+// h3.go's hooks, idle.go's retire), each calling conn.end with a mode and a reason; moving
+// those calls behind one function fed with what the protocols report is issue #17's open
+// part.
 //
 // The decision is made once per connection (conn.end's compare-and-swap), before anything
 // can write a close_notify: the TLS layer writes one only inside a graceful teardown, and a
