@@ -54,10 +54,10 @@ type conn struct {
 	// request's, or its body writer, one at a time.
 	nwritten atomic.Int64
 
-	// dead is set by the first to decide how the connection ends; the decision is then
-	// final. closeErr, set just before, is why: requests still using the connection see it.
-	dead     atomic.Bool
-	closeErr atomic.Pointer[error]
+	// ended is how the connection ends, decided once by decide's compare-and-swap: the
+	// mode, the reason and the cause together. The connection is dead from then on, and
+	// requests still using it see the cause.
+	ended atomic.Pointer[ending]
 
 	// The idle watcher; see idle.go.
 	// watchKick (buffered 1) starts a watch period, or makes the watcher exit once the
@@ -113,10 +113,22 @@ func newConn(t *Transport, key string, raw *shutdown.Conn, nc net.Conn) *conn {
 	return pc
 }
 
-// closeCause returns why the connection was ended, or nil while it lives.
+// ending is the decision of how a connection ends: its mode, its reason (see ending.go),
+// and the cause requests still using the connection see (nil for a graceful end).
+type ending struct {
+	mode   shutdown.Mode
+	reason string
+	cause  error
+}
+
+// dead reports whether the connection's ending was decided.
+func (pc *conn) dead() bool { return pc.ended.Load() != nil }
+
+// closeCause returns why the connection was ended, or nil while it lives (and for a
+// graceful end).
 func (pc *conn) closeCause() error {
-	if p := pc.closeErr.Load(); p != nil {
-		return *p
+	if e := pc.ended.Load(); e != nil {
+		return e.cause
 	}
 	return nil
 }
@@ -131,22 +143,39 @@ func (pc *conn) end(ctx context.Context, mode shutdown.Mode, reason string, caus
 
 // endBy is end with the graceful teardown's deadline given; zero means the budget from now.
 func (pc *conn) endBy(ctx context.Context, mode shutdown.Mode, reason string, cause error, deadline time.Time) bool {
-	if cause != nil {
-		pc.closeErr.CompareAndSwap(nil, &cause)
+	ticket, ok := pc.decide(mode, reason, cause)
+	if ok {
+		pc.launch(ctx, ticket, deadline)
 	}
+	return ok
+}
+
+// decide makes the ending's decision, if no call made it before: one compare-and-swap on
+// the mode, reason and cause together. It reports whether this call made it, and then
+// returns the engine's ticket for launch, reserved first: Close and Shutdown, which wait
+// for the engine, then also wait for a teardown decided just before they looked.
+func (pc *conn) decide(mode shutdown.Mode, reason string, cause error) (shutdown.Ticket, bool) {
 	t := pc.t
-	// Reserve first: Close and Shutdown, which wait for the engine, then also wait for a
-	// teardown decided just before they looked.
 	ticket := t.engine.Reserve()
-	if !pc.dead.CompareAndSwap(false, true) {
-		ticket.Cancel()
-		return false
-	}
-	if deadline.IsZero() {
-		deadline = time.Now().Add(t.cfg.budget) // the budget runs from the decision
-	}
 	if mode == shutdown.Graceful && t.state.Load() == stateClosed {
 		mode = shutdown.Abort // Close says no goodbyes, and never waits on a peer
+	}
+	if !pc.ended.CompareAndSwap(nil, &ending{mode: mode, reason: reason, cause: cause}) {
+		ticket.Cancel()
+		return shutdown.Ticket{}, false
+	}
+	return ticket, true
+}
+
+// launch starts the teardown that decide decided, under ticket: an abort closes the
+// socket before launch returns; a graceful close runs in the background until deadline
+// (zero: the budget from now).
+func (pc *conn) launch(ctx context.Context, ticket shutdown.Ticket, deadline time.Time) {
+	t := pc.t
+	e := pc.ended.Load()
+	mode, reason := e.mode, e.reason
+	if deadline.IsZero() {
+		deadline = time.Now().Add(t.cfg.budget) // the budget runs from the decision
 	}
 	if e := pc.entry.Load(); e != nil {
 		t.pool.Remove(e)
@@ -165,7 +194,6 @@ func (pc *conn) endBy(ctx context.Context, mode shutdown.Mode, reason string, ca
 	} else {
 		ticket.Go(ctx, job)
 	}
-	return true
 }
 
 // abort ends the connection at once, without close_notify, for cause (see failureReason).

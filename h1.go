@@ -482,7 +482,7 @@ func (ex *exchange) finish() {
 			return
 		}
 	}
-	if pc.dead.Load() {
+	if pc.dead() {
 		ex.release(pc.closeCause())
 		return
 	}

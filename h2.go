@@ -295,7 +295,7 @@ func (h *h2Conn) endGoAway() {
 // decision not to reuse the connection end it gracefully.
 func (h *h2Conn) closedByNet() {
 	pc := h.pc
-	if !h.ready.Load() || pc.dead.Load() || h.failing.Load() {
+	if !h.ready.Load() || pc.dead() || h.failing.Load() {
 		return
 	}
 	w := h.wire
@@ -342,24 +342,28 @@ func (h *h2Conn) readLoopCode() http2.ErrCode {
 // first seen: x/net's closing of the connection, or one of its streams' errors, which x/net
 // delivers before it closes the connection; the first call decides.
 //
-// The cause is recorded, and the connection taken out of the pool, before anything else: no
-// request takes the connection from then on, and each of its streams that fails returns the
-// cause. Then the goodbye: x/net queues a GOAWAY with the code but never flushes it before
-// closing, so endwell writes it (within 250 ms, as x/net bounds its own), then aborts.
+// The decision (abort, protocol_error, the cause) is made before anything else: the
+// connection is dead from then on (a Get that still finds it drops it), and each of its
+// streams that fails returns the cause. Then it leaves the pool, and the goodbye: x/net
+// queues a GOAWAY with the code but never flushes it before closing, so endwell writes it
+// (within 250 ms, as x/net bounds its own), then launches the abort.
 func (h *h2Conn) connError(code http2.ErrCode) error {
 	pc := h.pc
 	cause := error(&ProtocolError{Err: &h2ConnError{code: code}})
-	pc.closeErr.CompareAndSwap(nil, &cause)
-	if e := pc.entry.Load(); e != nil {
-		pc.t.pool.Remove(e)
-	}
-	if h.failing.CompareAndSwap(false, true) {
+	h.failing.Store(true)
+	if ticket, ok := pc.decide(shutdown.Abort, reasonProtocolError, cause); ok {
+		if e := pc.entry.Load(); e != nil {
+			pc.t.pool.Remove(e)
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
 		h.wire.sendGoAway(ctx, code)
 		cancel()
-		pc.end(context.Background(), shutdown.Abort, reasonProtocolError, cause)
+		pc.launch(context.Background(), ticket, time.Time{})
 	}
-	return pc.closeCause()
+	if c := pc.closeCause(); c != nil {
+		return c
+	}
+	return cause // the connection was ending already, gracefully: the stream's error is this
 }
 
 // h2ConnError is an HTTP/2 connection error: the server broke the protocol and endwell
@@ -446,7 +450,7 @@ func (h *h2Conn) usable() bool {
 // how it ends).
 func (h *h2Conn) broken() bool {
 	w := h.wire
-	return h.pc.dead.Load() || h.failing.Load() || h.pc.closeCause() != nil ||
+	return h.pc.dead() || h.failing.Load() || h.pc.closeCause() != nil ||
 		w.closed.Load() || w.readError() != nil
 }
 

@@ -165,7 +165,7 @@ func (h *h3Conn) usable() bool {
 	t := pc.t
 	e := pc.entry.Load()
 	switch {
-	case pc.dead.Load():
+	case pc.dead():
 		t.pool.Remove(e)
 		return false
 	case h.c.GoAwayReceived():
@@ -281,7 +281,7 @@ func (b *h3Body) release() {
 		b.cancel(nil)
 	}
 	pc := b.h.pc
-	pc.releaseUse(pc.dead.Load(), func() {
+	pc.releaseUse(pc.dead(), func() {
 		// The pool dropped it at its last use: it takes no new requests (GOAWAY).
 		pc.end(pc.t.closeCtx(), shutdown.Graceful, reasonGoAwayReceived, nil)
 	})

@@ -62,7 +62,7 @@ func (pc *conn) kickWatcher() {
 // what the read returned on watchRes, where exactly one stopWatch takes it.
 func (pc *conn) watchLoop() {
 	for range pc.watchKick {
-		if pc.dead.Load() {
+		if pc.dead() {
 			// The kick may have started a period that a teardown's stopWatch waits on.
 			select {
 			case pc.watchRes <- net.ErrClosed:
@@ -95,7 +95,7 @@ func (pc *conn) stopWatch() bool {
 	pc.nc.SetReadDeadline(aLongTimeAgo)
 	pc.watchErr = <-pc.watchRes
 	pc.nc.SetReadDeadline(time.Time{})
-	return errors.Is(pc.watchErr, os.ErrDeadlineExceeded) && pc.br.Buffered() == 0 && !pc.dead.Load()
+	return errors.Is(pc.watchErr, os.ErrDeadlineExceeded) && pc.br.Buffered() == 0 && !pc.dead()
 }
 
 // takeFromIdle readies a connection that Get took from the idle list. A connection that the
