@@ -110,6 +110,16 @@ func diffTransports(t *testing.T, s diffServer, tc *diffCase) (*http.Transport, 
 // diffField is one thing a caller can see of an exchange.
 type diffField struct{ name, value string }
 
+// diffValue returns the value of the field name in fs, or "".
+func diffValue(fs []diffField, name string) string {
+	for _, f := range fs {
+		if f.name == name {
+			return f.value
+		}
+	}
+	return ""
+}
+
 // diffExcludedHeaders are the response headers not compared, and why.
 var diffExcludedHeaders = map[string]string{
 	// The server's clock: two responses a second apart differ.

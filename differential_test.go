@@ -16,11 +16,15 @@ import (
 // diffCase is one request played through net/http's Transport and endwell's, against
 // go-httpbin, and compared on what the caller sees.
 type diffCase struct {
-	name   string
-	protos []string // the servers it runs against ("h1", "h1tls", "h2"); nil means all
-	method string
-	path   string
-	body   func() io.Reader // a new body for each transport; nil means none
+	name string
+	// netHTTPRaces, if set, says net/http's own outcome of the case is a race on some
+	// servers (why): a net/http run that answered with a response where the case expects
+	// an error is run again (up to 5 times) before the comparison.
+	netHTTPRaces string
+	protos       []string // the servers it runs against ("h1", "h1tls", "h2"); nil means all
+	method       string
+	path         string
+	body         func() io.Reader // a new body for each transport; nil means none
 	// contentLength, if not zero, is set on the request (a body of declared length).
 	contentLength int64
 	header        http.Header
@@ -289,7 +293,8 @@ var diffCases = []diffCase{
 	{name: "delay within the timeout", method: "GET", path: "/delay/10ms", timeout: 5 * time.Second},
 	{
 		name: "delay past the client timeout", method: "GET", path: "/delay/3", timeout: 200 * time.Millisecond, warm: true,
-		racy: map[string]string{"h1tls:hooks": diffRacyCloseNotify, "errorChain": diffRacyClientTimeout},
+		racy:         map[string]string{"h1tls:hooks": diffRacyCloseNotify, "errorChain": diffRacyClientTimeout},
+		netHTTPRaces: diffRacyCloseNotify + "; that answer (499) can even reach net/http before its timeout is reported",
 	},
 	{name: "drip past the client timeout, mid-body", method: "GET", path: "/drip?duration=3s&numbytes=3&delay=0", timeout: 300 * time.Millisecond, warm: true},
 	{
@@ -347,6 +352,10 @@ func TestDifferential(t *testing.T) {
 					ran.Add(1)
 					nt, et := diffTransports(t, s, tc)
 					want := diffRun(t, s, tc, nt)
+					for try := 0; tc.netHTTPRaces != "" && diffValue(want, "error") == "none" && try < 5; try++ {
+						t.Logf("net/http answered where it times out most often (%s): again", tc.netHTTPRaces)
+						want = diffRun(t, s, tc, nt)
+					}
 					got := diffRun(t, s, tc, et)
 					diffCompare(t, s.name, tc, want, got, rep)
 				})
