@@ -603,8 +603,22 @@ func (s *h2Stream) streamErr(err error) error {
 		return cause
 	}
 	var se http2.StreamError
+	isStreamErr := errors.As(err, &se)
+	if w := h.wire; w.peerGoAway.Load() && !isStreamErr {
+		if code := http2.ErrCode(w.peerCode.Load()); code != http2.ErrCodeNo {
+			// The server's GOAWAY carried an error (the wire saw it before x/net did), and
+			// x/net failed this stream for it, or for the close that followed, before the
+			// connection's end was decided (endGoAway, when its last stream is done): the
+			// same typed error the decision carries, whichever engine and timing.
+			pe := &ProtocolError{Err: &h2ConnError{code: code, remote: true}}
+			if notSent {
+				return &h2Error{err: pe, notSent: true}
+			}
+			return pe
+		}
+	}
 	switch {
-	case errors.As(err, &se):
+	case isStreamErr:
 		return &StreamError{StreamID: se.StreamID, Code: se.Code, Err: err}
 	case notSent:
 		return &h2Error{err: err, notSent: true}
