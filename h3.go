@@ -55,7 +55,7 @@ type h3Conn struct {
 	alt *altSvc
 }
 
-// h3Only reports whether tg's requests go over HTTP/3 alone.
+// h3Only reports whether requests of scheme go over HTTP/3 alone (HTTP3.Only, https).
 func (t *Transport) h3Only(scheme string) bool {
 	return scheme == "https" && t.HTTP3 != nil && t.HTTP3.Only
 }
