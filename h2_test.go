@@ -121,6 +121,35 @@ func TestH2WireGoAwayAtFrameBoundary(t *testing.T) {
 	})
 }
 
+// TestH2WireGoAwayBoundedByBlockedWrite: a write of x/net's blocked on a peer that reads
+// nothing holds the wire; endwell's GOAWAY gives up when its context ends instead of
+// waiting for it (on a connection error, nothing else would unblock it).
+func TestH2WireGoAwayBoundedByBlockedWrite(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cside, sside := net.Pipe() // nobody reads sside: writes block
+		defer sside.Close()
+		w := newH2Wire(cside)
+		var frames bytes.Buffer
+		frames.WriteString(http2.ClientPreface)
+		http2.NewFramer(&frames, nil).WriteData(1, false, []byte("stuck"))
+		writeDone := make(chan struct{})
+		go func() {
+			defer close(writeDone)
+			w.Write(frames.Bytes())
+		}()
+		synctest.Wait() // the write is blocked, holding the wire
+		ctx, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		err := w.sendGoAway(ctx, http2.ErrCodeProtocol)
+		if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) != 250*time.Millisecond {
+			t.Errorf("sendGoAway: got %v after %v, want the context's deadline after 250ms", err, time.Since(start))
+		}
+		cside.Close()
+		<-writeDone
+	})
+}
+
 // h2Server starts an httptest server with HTTP/2 over TLS, which announces
 // MAX_CONCURRENT_STREAMS maxStreams (0: the default) and counts its connections.
 func h2Server(t *testing.T, maxStreams int, h http.Handler) (*httptest.Server, *atomic.Int32) {

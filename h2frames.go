@@ -355,14 +355,16 @@ func (w *h2Wire) sendGoAway(ctx context.Context, code http2.ErrCode) error {
 		if w.writesOff.Load() {
 			return errWireClosed
 		}
-		// Lock may wait for a write blocked on a peer that stopped reading: the budget
-		// closes the socket under it, which fails that write.
-		w.wmu.Lock()
-		if w.out.skip == 0 && w.out.nhdr == 0 {
-			break // between frames; wmu is held
+		// Never Lock: a write of x/net's blocked on a peer that stopped reading holds
+		// wmu, and on a connection error nothing would close the socket under it before
+		// this returns (the abort is launched after the GOAWAY): ctx bounds the wait.
+		if w.wmu.TryLock() {
+			if w.out.skip == 0 && w.out.nhdr == 0 {
+				break // between frames; wmu is held
+			}
+			w.wmu.Unlock()
 		}
-		w.wmu.Unlock()
-		// Mid-frame: x/net writes the rest of the frame next, under its own lock.
+		// A write under way, or mid-frame: x/net writes the rest of the frame next.
 		timer := time.NewTimer(wait)
 		select {
 		case <-timer.C:
