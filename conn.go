@@ -2,7 +2,6 @@ package endwell
 
 import (
 	"bufio"
-	"context"
 	"crypto/tls"
 	"errors"
 	"io"
@@ -11,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/endwell/endwell/internal/proto"
 	"github.com/endwell/endwell/pool"
 	"github.com/endwell/endwell/shutdown"
 )
@@ -54,7 +54,8 @@ type conn struct {
 	// request's, or its body writer, one at a time.
 	nwritten atomic.Int64
 
-	// ended is how the connection ends, decided once by decide's compare-and-swap: the
+	// ended is how the connection ends, decided once by decide's compare-and-swap (see
+	// ending.go): the
 	// mode, the reason and the cause together. The connection is dead from then on, and
 	// requests still using it see the cause.
 	ended atomic.Pointer[ending]
@@ -90,7 +91,7 @@ func (r connReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-var errHeaderTooLarge = errors.New("response headers exceed MaxResponseHeaderBytes")
+var errHeaderTooLarge = proto.ErrHeaderTooLarge
 
 // connWriter is what the connection's bufio.Writer writes to: nc, counted.
 type connWriter struct{ pc *conn }
@@ -113,14 +114,6 @@ func newConn(t *Transport, key string, raw *shutdown.Conn, nc net.Conn) *conn {
 	return pc
 }
 
-// ending is the decision of how a connection ends: its mode, its reason (see ending.go),
-// and the cause requests still using the connection see (nil for a graceful end).
-type ending struct {
-	mode   shutdown.Mode
-	reason string
-	cause  error
-}
-
 // dead reports whether the connection's ending was decided.
 func (pc *conn) dead() bool { return pc.ended.Load() != nil }
 
@@ -131,74 +124,6 @@ func (pc *conn) closeCause() error {
 		return e.cause
 	}
 	return nil
-}
-
-// end decides how the connection ends and starts it: an abort closes the socket before end
-// returns; a graceful close runs in the background under the budget. Only the first call
-// decides; it reports whether it was this one. cause is what requests still using the
-// connection see (nil for a graceful end).
-func (pc *conn) end(ctx context.Context, mode shutdown.Mode, reason string, cause error) bool {
-	return pc.endBy(ctx, mode, reason, cause, time.Time{})
-}
-
-// endBy is end with the graceful teardown's deadline given; zero means the budget from now.
-func (pc *conn) endBy(ctx context.Context, mode shutdown.Mode, reason string, cause error, deadline time.Time) bool {
-	ticket, ok := pc.decide(mode, reason, cause)
-	if ok {
-		pc.launch(ctx, ticket, deadline)
-	}
-	return ok
-}
-
-// decide makes the ending's decision, if no call made it before: one compare-and-swap on
-// the mode, reason and cause together. It reports whether this call made it, and then
-// returns the engine's ticket for launch, reserved first: Close and Shutdown, which wait
-// for the engine, then also wait for a teardown decided just before they looked.
-func (pc *conn) decide(mode shutdown.Mode, reason string, cause error) (shutdown.Ticket, bool) {
-	t := pc.t
-	ticket := t.engine.Reserve()
-	if mode == shutdown.Graceful && t.state.Load() == stateClosed {
-		mode = shutdown.Abort // Close says no goodbyes, and never waits on a peer
-	}
-	if !pc.ended.CompareAndSwap(nil, &ending{mode: mode, reason: reason, cause: cause}) {
-		ticket.Cancel()
-		return shutdown.Ticket{}, false
-	}
-	return ticket, true
-}
-
-// launch starts the teardown that decide decided, under ticket: an abort closes the
-// socket before launch returns; a graceful close runs in the background until deadline
-// (zero: the budget from now).
-func (pc *conn) launch(ctx context.Context, ticket shutdown.Ticket, deadline time.Time) {
-	t := pc.t
-	e := pc.ended.Load()
-	mode, reason := e.mode, e.reason
-	if deadline.IsZero() {
-		deadline = time.Now().Add(t.cfg.budget) // the budget runs from the decision
-	}
-	if e := pc.entry.Load(); e != nil {
-		t.pool.Remove(e)
-	}
-	pc.setState(stateGone)
-	t.teardownStarted(pc)
-	job := shutdown.Job{
-		Layers:   pc.layers(),
-		Mode:     mode,
-		Reason:   reason,
-		Deadline: deadline,
-		Done:     pc.teardownDone,
-	}
-	if mode == shutdown.Abort {
-		ticket.Do(ctx, job)
-	} else {
-		ticket.Go(ctx, job)
-	}
-}
-
-// abort ends the connection at once, without close_notify, for cause (see failureReason).
-func (pc *conn) abort(cause error) bool {
-	return pc.end(context.Background(), shutdown.Abort, failureReason(cause), cause)
 }
 
 // layers builds the connection's teardown stack, top first.
@@ -249,7 +174,7 @@ func (pc *conn) releaseUse(broken bool, dropped func()) {
 	case t.DisableKeepAlives:
 		t.pool.Unshare(e)
 		if t.pool.Put(e) {
-			pc.end(t.closeCtx(), shutdown.Graceful, reasonKeepAlivesDisabled, nil)
+			pc.report(proto.Outcome{Kind: proto.Complete}) // keepalives_disabled
 		}
 	case t.pool.Put(e):
 		dropped()
@@ -280,13 +205,9 @@ type bodyWriter struct {
 	contSent bool
 }
 
-var errBodyNotSent = errors.New("request body not sent: the server answered first")
+var errBodyNotSent = proto.ErrBodyNotSent
 
-// bodyReadError wraps an error returned by the request body's Read.
-type bodyReadError struct{ err error }
-
-func (e *bodyReadError) Error() string { return e.err.Error() }
-func (e *bodyReadError) Unwrap() error { return e.err }
+type bodyReadError = proto.BodyReadError
 
 // isPeerGone reports whether an error says the server had closed the connection.
 func isPeerGone(err error) bool {

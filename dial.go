@@ -201,7 +201,7 @@ func (t *Transport) handshake(ctx context.Context, c net.Conn, serverName string
 	return tc, nil
 }
 
-var errTLSHandshakeTimeout error = &timeoutError{msg: "TLS handshake timeout"}
+var errTLSHandshakeTimeout error = &timeoutError{Msg: "TLS handshake timeout"}
 
 func (t *Transport) tlsConfig(serverName string, alpn []string) *tls.Config {
 	var cfg *tls.Config

@@ -7,7 +7,7 @@ import (
 	"net"
 	"strings"
 
-	"golang.org/x/net/http2"
+	"github.com/endwell/endwell/internal/proto"
 )
 
 // This file holds every error endwell exports, and the unexported types behind them.
@@ -23,7 +23,7 @@ var (
 	// ErrResponseHeaderTimeout is returned when [Transport.ResponseHeaderTimeout] runs out.
 	// It is a [net.Error] whose Timeout method reports true, and it matches
 	// [context.DeadlineExceeded], as net/http's does.
-	ErrResponseHeaderTimeout error = &timeoutError{msg: "endwell: timeout awaiting response headers", deadline: true}
+	ErrResponseHeaderTimeout error = proto.ErrResponseHeaderTimeout
 	// ErrNotSent matches (with [errors.Is]) errors after which the request certainly did
 	// not reach the server: endwell's dial failures ([DialError]), a proxy's refusal, a
 	// connection found closed before any of the request was written, a request whose
@@ -31,12 +31,12 @@ var (
 	// which it also matches). Such a request is
 	// safe to retry whatever its method. Dial failures that come back as net/http's own
 	// error types (see [DialError]) do not carry it: use [NotSent], which knows both.
-	ErrNotSent = errors.New("endwell: request not sent")
+	ErrNotSent = proto.ErrNotSent
 	// ErrBodyClosed is returned by a response body's Read after its Close.
-	ErrBodyClosed = errors.New("endwell: read on closed response body")
+	ErrBodyClosed = proto.ErrBodyClosed
 	// ErrServerClosedConn is returned when the server closed a connection before sending
 	// any byte of the response (a stale keep-alive connection, typically).
-	ErrServerClosedConn = errors.New("endwell: server closed connection before responding")
+	ErrServerClosedConn = proto.ErrServerClosedConn
 )
 
 // NotSent reports whether err says the request certainly did not reach the server, so that
@@ -76,17 +76,7 @@ type closedError struct{ msg string }
 func (e *closedError) Error() string { return e.msg }
 func (e *closedError) Unwrap() error { return net.ErrClosed }
 
-type timeoutError struct {
-	msg      string
-	deadline bool // matches context.DeadlineExceeded
-}
-
-func (e *timeoutError) Error() string { return e.msg }
-func (e *timeoutError) Is(target error) bool {
-	return e.deadline && target == context.DeadlineExceeded
-}
-func (e *timeoutError) Timeout() bool   { return true }
-func (e *timeoutError) Temporary() bool { return true }
+type timeoutError = proto.TimeoutError
 
 // DialError reports a failure to establish a connection: the TCP dial, the proxy's CONNECT
 // or the TLS handshake. The request was not sent: errors.Is(err, ErrNotSent) is true.
@@ -132,15 +122,10 @@ func (e *DialError) Timeout() bool {
 // framing, a Content-Length mismatch, headers over MaxResponseHeaderBytes. The connection
 // it arrived on is aborted and never reused. For HTTP/2, a connection error: HTTP2Code
 // returns its code, and errors.As finds x/net's http2.ConnectionError.
-type ProtocolError struct {
-	Err error
-}
-
-// Error describes the malformation.
-func (e *ProtocolError) Error() string { return "endwell: malformed response: " + e.Err.Error() }
-
-// Unwrap returns the parser's error.
-func (e *ProtocolError) Unwrap() error { return e.Err }
+//
+// Its field Err is the parser's error; Error says "endwell: malformed response: " and Err's
+// text; Unwrap returns Err.
+type ProtocolError = proto.ProtocolError
 
 // RequestError reports a request that endwell refused before any I/O: no URL, an unsupported
 // scheme, a missing host, an invalid header.
@@ -173,37 +158,13 @@ func (e *ProxyConnectError) Error() string {
 // Is reports whether target is ErrNotSent.
 func (e *ProxyConnectError) Is(target error) bool { return target == ErrNotSent }
 
-// HTTP2Code returns the error code of an HTTP/2 connection error, and true: the code of the
-// GOAWAY endwell sent when the server broke the protocol (errors.As also finds x/net's
-// http2.ConnectionError in e), or of the server's GOAWAY when it carried an error. It returns
-// false for other malformations, HTTP/1.1's.
-func (e *ProtocolError) HTTP2Code() (http2.ErrCode, bool) {
-	var ce *h2ConnError
-	if errors.As(e.Err, &ce) {
-		return ce.code, true
-	}
-	return http2.ErrCodeNo, false
-}
-
 // StreamError reports an HTTP/2 stream that ended with an error while its connection lives
 // on: the server reset it (RST_STREAM), or endwell's HTTP/2 engine reset it for the
 // server's error on that stream only (a malformed response header, a stream's flow-control
 // window overrun). Code is the RST_STREAM's error code. A stream that the server refused
 // (REFUSED_STREAM) was not processed: errors.Is(err, [ErrNotSent]) is true, and [NotSent]
 // reports true. errors.As also finds x/net's http2.StreamError in it.
-type StreamError struct {
-	StreamID uint32
-	Code     http2.ErrCode
-	Err      error // the HTTP/2 engine's error
-}
-
-// Error says which stream ended, with which code, and why.
-func (e *StreamError) Error() string { return "endwell: HTTP/2 " + e.Err.Error() }
-
-// Unwrap returns the HTTP/2 engine's error.
-func (e *StreamError) Unwrap() error { return e.Err }
-
-// Is reports whether target is ErrNotSent, for a stream the server refused.
-func (e *StreamError) Is(target error) bool {
-	return target == ErrNotSent && e.Code == http2.ErrCodeRefusedStream
-}
+//
+// Its fields are StreamID, Code (an http2.ErrCode) and Err, the HTTP/2 engine's error,
+// which Unwrap returns.
+type StreamError = proto.StreamError

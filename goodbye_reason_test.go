@@ -25,7 +25,7 @@ func TestGoodbyeFailureReason(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := failureReason(tt.err); got != tt.want {
+			if got := failureReason(tt.err).String(); got != tt.want {
 				t.Errorf("failureReason(%v): got %q, want %q", tt.err, got, tt.want)
 			}
 		})

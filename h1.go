@@ -19,7 +19,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/endwell/endwell/shutdown"
+	"github.com/endwell/endwell/internal/proto"
 	"golang.org/x/net/http/httpguts"
 )
 
@@ -219,7 +219,7 @@ func (ex *exchange) writeBody() {
 			var n int64
 			n, err = io.Copy(pc.bw, io.LimitReader(bodyReader{ex.body}, req.ContentLength))
 			if err == nil && n != req.ContentLength {
-				err = &bodyReadError{fmt.Errorf("endwell: ContentLength=%d with Body length %d", req.ContentLength, n)}
+				err = &bodyReadError{Err: fmt.Errorf("endwell: ContentLength=%d with Body length %d", req.ContentLength, n)}
 			}
 		} else {
 			cw := httputil.NewChunkedWriter(pc.bw)
@@ -241,7 +241,7 @@ func (ex *exchange) writeBody() {
 		return err
 	}()
 	if cerr := req.Body.Close(); err == nil && cerr != nil {
-		err = &bodyReadError{cerr}
+		err = &bodyReadError{Err: cerr}
 	}
 	if err != nil && err != errBodyNotSent {
 		pc.abort(err)
@@ -262,7 +262,7 @@ type bodyReader struct{ r io.Reader }
 func (b bodyReader) Read(p []byte) (int, error) {
 	n, err := b.r.Read(p)
 	if err != nil && err != io.EOF {
-		err = &bodyReadError{err}
+		err = &bodyReadError{Err: err}
 	}
 	return n, err
 }
@@ -295,7 +295,7 @@ func (ex *exchange) fail(err error) error {
 	err = ex.pc.requestErr(err)
 	var bre *bodyReadError
 	if errors.As(err, &bre) {
-		return bre.err
+		return bre.Err
 	}
 	return err
 }
@@ -323,7 +323,7 @@ func (ex *exchange) waitBody(d time.Duration) error {
 	}
 }
 
-var errBodyStillWriting = errors.New("request body still being written")
+var errBodyStillWriting = proto.ErrBodyStillWriting
 
 // readResponse reads the response headers (skipping 1xx) and hands back the response with
 // a body that returns the connection when it ends.
@@ -470,14 +470,14 @@ func (ex *exchange) finish() {
 			// A final answer without 100 Continue: the body never went out, the
 			// exchange is complete, but the server may still expect the body: close
 			// gracefully rather than reuse.
-			pc.end(pc.t.closeCtx(), shutdown.Graceful, reasonServerClose, nil)
+			pc.report(proto.Outcome{Kind: proto.ServerClose})
 			ex.release(err)
 			return
 		case err != nil:
 			// The response is complete but the request was not fully written: the
 			// connection's state is unknown, so it is not reused, and our goodbye
 			// would cut into a body still in flight. The reason is the upload's.
-			pc.end(context.Background(), shutdown.Abort, failureReason(err), nil)
+			pc.report(proto.Outcome{Kind: proto.Unfinished, Cause: err})
 			ex.release(err)
 			return
 		}
@@ -486,8 +486,7 @@ func (ex *exchange) finish() {
 		ex.release(pc.closeCause())
 		return
 	}
-	if reason := completeReason(pc.t, ex); reason != "" {
-		pc.end(pc.t.closeCtx(), shutdown.Graceful, reason, nil)
+	if !pc.report(proto.Outcome{Kind: proto.Complete, NoReuse: ex.noReuse}) {
 		ex.release(errNotReused)
 		return
 	}
@@ -662,9 +661,9 @@ func (s *switchedBody) Close() error {
 		// tells the server's close_notify from a bare FIN by this read's EOF.
 		pc.watchErr = io.EOF
 		pc.peerClosed.Store(true)
-		pc.end(pc.t.closeCtx(), shutdown.Graceful, reasonPeerClosed, nil)
+		pc.report(proto.Outcome{Kind: proto.PeerClosed})
 	default:
-		pc.end(pc.t.closeCtx(), shutdown.Graceful, reasonServerClose, nil)
+		pc.report(proto.Outcome{Kind: proto.ServerClose})
 	}
 	s.ex.release(errNotReused)
 	return nil

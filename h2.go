@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/endwell/endwell/internal/proto"
 	"github.com/endwell/endwell/shutdown"
 	"golang.org/x/net/http2"
 )
@@ -282,11 +283,11 @@ func (h *h2Conn) peerGoAway(lastStreamID, code uint32) {
 func (h *h2Conn) endGoAway() {
 	pc := h.pc
 	if code := h.wire.peerCode.Load(); code != uint32(http2.ErrCodeNo) {
-		pc.end(context.Background(), shutdown.Abort, reasonProtocolError,
-			&ProtocolError{Err: &h2ConnError{code: http2.ErrCode(code), remote: true}})
+		pc.report(proto.Outcome{Kind: proto.Failed,
+			Cause: &ProtocolError{Err: &h2ConnError{Code: http2.ErrCode(code), Remote: true}}})
 		return
 	}
-	pc.end(pc.t.closeCtx(), shutdown.Graceful, reasonGoAwayReceived, nil)
+	pc.report(proto.Outcome{Kind: proto.GoAway})
 }
 
 // closedByNet runs when x/net closes the connection's net.Conn: x/net is done with it. If
@@ -302,21 +303,21 @@ func (h *h2Conn) closedByNet() {
 	rerr := w.readError()
 	switch {
 	case h.lostPing.Load():
-		pc.end(context.Background(), shutdown.Abort, reasonTimeout, errH2PingTimeout)
+		pc.report(proto.Outcome{Kind: proto.Failed, Cause: errH2PingTimeout})
 	case w.goAwaySent.Load() && w.goAwayCode.Load() != uint32(http2.ErrCodeNo):
 		code := http2.ErrCode(w.goAwayCode.Load())
-		pc.end(context.Background(), shutdown.Abort, reasonProtocolError, &ProtocolError{Err: &h2ConnError{code: code}})
+		pc.report(proto.Outcome{Kind: proto.Failed, Cause: &ProtocolError{Err: &h2ConnError{Code: code}}})
 	case w.writeError() != nil:
 		err := w.writeError()
-		pc.end(context.Background(), shutdown.Abort, failureReason(err), err)
+		pc.report(proto.Outcome{Kind: proto.Failed, Cause: err})
 	case w.peerGoAway.Load():
 		h.endGoAway()
 	case rerr == io.EOF:
-		pc.end(pc.t.closeCtx(), shutdown.Graceful, reasonPeerClosed, nil)
+		pc.report(proto.Outcome{Kind: proto.PeerClosed})
 	case rerr != nil:
-		pc.end(context.Background(), shutdown.Abort, failureReason(rerr), rerr)
+		pc.report(proto.Outcome{Kind: proto.Failed, Cause: rerr})
 	case h.noReuse.Load():
-		pc.end(pc.t.closeCtx(), shutdown.Graceful, reasonServerClose, nil)
+		pc.report(proto.Outcome{Kind: proto.ServerClose})
 	default:
 		// x/net's read loop ended without an I/O error: the server broke the protocol.
 		h.connError(h.readLoopCode())
@@ -349,46 +350,20 @@ func (h *h2Conn) readLoopCode() http2.ErrCode {
 // (within 250 ms, as x/net bounds its own), then launches the abort.
 func (h *h2Conn) connError(code http2.ErrCode) error {
 	pc := h.pc
-	cause := error(&ProtocolError{Err: &h2ConnError{code: code}})
+	cause := error(&ProtocolError{Err: &h2ConnError{Code: code}})
 	h.failing.Store(true)
-	if ticket, ok := pc.decide(shutdown.Abort, reasonProtocolError, cause); ok {
-		if e := pc.entry.Load(); e != nil {
-			pc.t.pool.Remove(e)
-		}
+	pc.report(proto.Outcome{Kind: proto.Failed, Cause: cause, Goodbye: func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
 		h.wire.sendGoAway(ctx, code)
 		cancel()
-		pc.launch(context.Background(), ticket, time.Time{})
-	}
+	}})
 	if c := pc.closeCause(); c != nil {
 		return c
 	}
 	return cause // the connection was ending already, gracefully: the stream's error is this
 }
 
-// h2ConnError is an HTTP/2 connection error: the server broke the protocol and endwell
-// ended the connection with GOAWAY(code), or the server ended it with GOAWAY(code). It is
-// the Err of a [ProtocolError]; see [ProtocolError.HTTP2Code].
-type h2ConnError struct {
-	code   http2.ErrCode
-	remote bool // the server's GOAWAY said it
-}
-
-func (e *h2ConnError) Error() string {
-	if e.remote {
-		return "server sent GOAWAY with error " + e.code.String()
-	}
-	return "HTTP/2 connection error " + e.code.String()
-}
-
-// As lets errors.As find x/net's http2.ConnectionError for a connection error of ours.
-func (e *h2ConnError) As(target any) bool {
-	if p, ok := target.(*http2.ConnectionError); ok && !e.remote {
-		*p = http2.ConnectionError(e.code)
-		return true
-	}
-	return false
-}
+type h2ConnError = proto.H2ConnError
 
 // h2ConnectionErrorCode returns the code of the HTTP/2 connection error that err is (or
 // wraps), if it is one: x/net's http2.ConnectionError built by Go 1.26, net/http's own
@@ -412,7 +387,7 @@ func h2ConnectionErrorCode(err error) (http2.ErrCode, bool) {
 // another connection).
 var errGoAwayAtOnce = errors.New("server sent GOAWAY at once")
 
-var errH2PingTimeout error = &timeoutError{msg: "endwell: HTTP/2 connection lost: no answer to PING"}
+var errH2PingTimeout error = &timeoutError{Msg: "endwell: HTTP/2 connection lost: no answer to PING"}
 
 // refreshCapacity tells the pool the server's new MAX_CONCURRENT_STREAMS after a SETTINGS
 // that followed the first one.
@@ -556,7 +531,7 @@ func (s *h2Stream) release() {
 			h.endGoAway()
 			return
 		}
-		h.pc.end(h.pc.t.closeCtx(), shutdown.Graceful, reasonServerClose, nil)
+		h.pc.report(proto.Outcome{Kind: proto.ServerClose})
 	})
 }
 
@@ -610,7 +585,7 @@ func (s *h2Stream) streamErr(err error) error {
 			// x/net failed this stream for it, or for the close that followed, before the
 			// connection's end was decided (endGoAway, when its last stream is done): the
 			// same typed error the decision carries, whichever engine and timing.
-			pe := &ProtocolError{Err: &h2ConnError{code: code, remote: true}}
+			pe := &ProtocolError{Err: &h2ConnError{Code: code, Remote: true}}
 			if notSent {
 				return &h2Error{err: pe, notSent: true}
 			}

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/endwell/endwell/internal/h3"
-	"github.com/endwell/endwell/shutdown"
+	"github.com/endwell/endwell/internal/proto"
 	"github.com/quic-go/quic-go"
 )
 
@@ -116,7 +116,7 @@ func (h *h3Conn) peerGoAway() {
 	h.report(func() {
 		pc := h.pc
 		if e := pc.entry.Load(); e != nil && pc.t.pool.Unshare(e) {
-			pc.end(pc.t.closeCtx(), shutdown.Graceful, reasonGoAwayReceived, nil)
+			pc.report(proto.Outcome{Kind: proto.GoAway})
 		}
 	})
 }
@@ -131,13 +131,13 @@ func (h *h3Conn) peerClosed(err error) {
 		var ae *quic.ApplicationError
 		switch {
 		case errors.As(err, &idle):
-			pc.end(context.Background(), shutdown.Abort, reasonTimeout, &timeoutError{msg: "endwell: HTTP/3 connection lost: QUIC idle timeout"})
+			pc.report(proto.Outcome{Kind: proto.Failed, Cause: &timeoutError{Msg: "endwell: HTTP/3 connection lost: QUIC idle timeout"}})
 		case errors.As(err, &ae) && uint64(ae.ErrorCode) == h3.CodeNoError:
-			pc.end(pc.t.closeCtx(), shutdown.Graceful, reasonPeerClosed, nil)
+			pc.report(proto.Outcome{Kind: proto.PeerClosed})
 		case errors.As(err, &ae):
-			pc.end(context.Background(), shutdown.Graceful, reasonPeerClosed, &ProtocolError{Err: fmt.Errorf("server closed the HTTP/3 connection: %w", err)})
+			pc.report(proto.Outcome{Kind: proto.PeerClosed, Cause: &ProtocolError{Err: fmt.Errorf("server closed the HTTP/3 connection: %w", err)}})
 		default:
-			pc.end(context.Background(), shutdown.Graceful, reasonPeerClosed, fmt.Errorf("endwell: HTTP/3 connection closed: %w", err))
+			pc.report(proto.Outcome{Kind: proto.PeerClosed, Cause: fmt.Errorf("endwell: HTTP/3 connection closed: %w", err)})
 		}
 	})
 }
@@ -151,10 +151,10 @@ func (h *h3Conn) localClosed(err error) {
 		pc := h.pc
 		var ae *quic.ApplicationError
 		if errors.As(err, &ae) && uint64(ae.ErrorCode) == h3.CodeNoError {
-			pc.end(pc.t.closeCtx(), shutdown.Graceful, reasonGoAwayReceived, nil)
+			pc.report(proto.Outcome{Kind: proto.GoAway})
 			return
 		}
-		pc.end(context.Background(), shutdown.Abort, reasonProtocolError, &ProtocolError{Err: fmt.Errorf("HTTP/3 connection error: %w", err)})
+		pc.report(proto.Outcome{Kind: proto.Failed, Cause: &ProtocolError{Err: fmt.Errorf("HTTP/3 connection error: %w", err)}})
 	})
 }
 
@@ -171,7 +171,7 @@ func (h *h3Conn) usable() bool {
 	case h.c.GoAwayReceived():
 		t.pool.Unshare(e)
 		if t.pool.Put(e) {
-			pc.end(t.closeCtx(), shutdown.Graceful, reasonGoAwayReceived, nil)
+			pc.report(proto.Outcome{Kind: proto.GoAway})
 		}
 		return false
 	}
@@ -283,6 +283,6 @@ func (b *h3Body) release() {
 	pc := b.h.pc
 	pc.releaseUse(pc.dead(), func() {
 		// The pool dropped it at its last use: it takes no new requests (GOAWAY).
-		pc.end(pc.t.closeCtx(), shutdown.Graceful, reasonGoAwayReceived, nil)
+		pc.report(proto.Outcome{Kind: proto.GoAway})
 	})
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/endwell/endwell/internal/proto"
 	"github.com/endwell/endwell/pool"
 	"github.com/endwell/endwell/shutdown"
 )
@@ -113,33 +114,21 @@ func (pc *conn) takeFromIdle() bool {
 // its FIN has arrived too; only a server that reset the connection gets nothing.
 func (pc *conn) endPeerClosed() {
 	pc.peerClosed.Store(true)
-	pc.end(pc.t.closeCtx(), shutdown.Graceful, reasonPeerClosed, nil)
+	pc.report(proto.Outcome{Kind: proto.PeerClosed})
 }
 
-// retire is the pool's Retire: the pool dropped pc on its own.
+// retire is the pool's Retire: the pool dropped pc on its own. A connection retired by
+// Transport.Close is aborted; by Shutdown, closed gracefully within Shutdown's deadline.
 func (t *Transport) retire(pc *conn, why pool.Reason) {
-	reason := reasonClose
-	switch why {
-	case pool.IdleTimeout:
-		reason = reasonIdleTimeout
-	case pool.IdleLimit:
-		reason = reasonIdleLimit
-	case pool.MaxLifetime:
-		reason = reasonMaxLifetime
-	case pool.CloseIdle:
-		reason = reasonCloseIdle
-	case pool.Closed:
-		if t.state.Load() == stateClosed {
-			pc.end(context.Background(), shutdown.Abort, reasonClose, ErrClosed)
-			return
-		}
-		if d := t.idleDeadline.Load(); d != 0 {
-			pc.endBy(t.closeCtx(), shutdown.Graceful, reasonShutdown, nil, time.Unix(0, d))
-			return
-		}
-		reason = reasonShutdown
+	if why == pool.Closed && t.state.Load() == stateClosed {
+		pc.abort(ErrClosed)
+		return
 	}
-	pc.end(t.closeCtx(), shutdown.Graceful, reason, nil)
+	o := proto.Outcome{Kind: proto.Retired, Reason: retireReason(why)}
+	if d := t.idleDeadline.Load(); why == pool.Closed && d != 0 {
+		o.Deadline = time.Unix(0, d)
+	}
+	pc.report(o)
 }
 
 // lifetime is the pool's Lifetime: MaxConnLifetime with ±10% jitter, so that connections

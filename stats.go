@@ -99,7 +99,7 @@ func (pc *conn) teardownDone(ctx context.Context, r *shutdown.Record) {
 	}
 	cs.closes[CloseKey{r.Mode.String(), r.Reason, r.Outcome.String()}]++
 	cs.mu.Unlock()
-	pc.report(ctx, r)
+	pc.traceClose(ctx, r)
 	if h := t.onTeardown; h != nil {
 		h(r)
 	}

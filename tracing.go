@@ -206,11 +206,11 @@ func (pc *conn) noteRequest(ctx context.Context) {
 	}
 }
 
-// report turns a teardown record into a span and metrics. ctx is the context the teardown
+// traceClose turns a teardown record into a span and metrics. ctx is the context the teardown
 // ran under: Shutdown's, whose span then parents the teardown span; otherwise the span is a
 // root span linked to the last request that used the connection. Recording ignores ctx's
 // cancellation and never blocks the teardown.
-func (pc *conn) report(ctx context.Context, r *shutdown.Record) {
+func (pc *conn) traceClose(ctx context.Context, r *shutdown.Record) {
 	tel, ct := &pc.t.tel, pc.tel
 	end := r.Start.Add(r.Duration)
 	attrs := make([]attribute.KeyValue, 0, len(ct.attrs)+11)
