@@ -16,6 +16,7 @@ import (
 	"time"
 	"weak"
 
+	"github.com/endwell/endwell/internal/h1"
 	"github.com/endwell/endwell/shutdown"
 	"golang.org/x/net/proxy"
 )
@@ -106,7 +107,6 @@ func (t *Transport) dial(ctx context.Context, tg *target) (*conn, error) {
 	}
 	pc := newConn(t, tg.key, raw, top)
 	pc.tunnel, pc.tunnelWatch = tunnel, tunnelWatch
-	pc.proxied = tg.proxy != nil && tg.scheme == "http" && !isSOCKS(tg.proxy)
 	return t.finishDial(ctx, tg, pc)
 }
 
@@ -124,6 +124,13 @@ func (t *Transport) finishDial(ctx context.Context, tg *target, pc *conn) (*conn
 			return nil, &DialError{Op: "h2", Addr: tg.addr, Err: err}
 		}
 		version = "2"
+	} else {
+		// http:// requests through an HTTP proxy go to it in absolute form.
+		proxied, auth := tg.proxy != nil && tg.scheme == "http" && !isSOCKS(tg.proxy), ""
+		if proxied && tg.proxy.User != nil {
+			auth = basicAuth(tg.proxy.User)
+		}
+		pc.h1 = h1.New(pc, &t.cfg.h1, pc.nc, pc.raw, proxied, auth)
 	}
 	pc.tel = newConnTelemetry(tg.addr, pc.raw.RemoteAddr(), version)
 	if pc.h2 != nil {

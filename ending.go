@@ -17,25 +17,25 @@ import (
 // aborts it, without close_notify, so that the server can never take a truncated transfer
 // for a complete one (curl 8.9's rule).
 //
-// The protocol code says what happened, as a proto.Outcome, and report, below, is the one
+// The protocol code says what happened, as a proto.Outcome, and Report, below, is the one
 // place that turns it into reuse, a graceful close or an abort, with its reason. The
 // pool's retirements (idle.go's retire) come here the same way. The decision is made once
 // per connection (conn.decide's compare-and-swap), before anything can write a
 // close_notify: the TLS layer writes one only inside a graceful teardown, and a graceful
 // teardown starts only if it won that decision.
 
-// report decides what outcome o means for pc, and starts it: it reports true only for a
+// Report decides what outcome o means for pc, and starts it: it reports true only for a
 // complete transfer whose connection may be reused (the caller hands it back to the pool);
 // otherwise the connection's ending is decided (by this call, or by an earlier one, which
 // wins) and started: an abort closes the socket before report returns, a graceful close
 // runs in the background under the budget. Safe from any goroutine.
-func (pc *conn) report(o proto.Outcome) (reuse bool) {
+func (pc *conn) Report(o proto.Outcome) (reuse bool) {
 	mode, cause := shutdown.Graceful, o.Cause
 	var reason proto.Reason
 	switch o.Kind {
 	case proto.Complete:
 		if reason = pc.completeReason(o.NoReuse); reason == 0 {
-			return !pc.dead()
+			return !pc.Dead()
 		}
 		cause = nil
 	case proto.ServerClose:
@@ -75,7 +75,7 @@ func (pc *conn) report(o proto.Outcome) (reuse bool) {
 
 // abort ends the connection at once, without close_notify, for cause: a Failed outcome.
 func (pc *conn) abort(cause error) {
-	pc.report(proto.Outcome{Kind: proto.Failed, Cause: cause})
+	pc.Report(proto.Outcome{Kind: proto.Failed, Cause: cause})
 }
 
 // completeReason says how a connection whose transfer completed ends: reuse (no reason)

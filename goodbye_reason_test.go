@@ -1,6 +1,8 @@
 package endwell
 
 import (
+	"github.com/endwell/endwell/internal/proto"
+
 	"crypto/tls"
 	"fmt"
 	"net"
@@ -21,7 +23,7 @@ func TestGoodbyeFailureReason(t *testing.T) {
 		{"tls.RecordHeaderError", rhe, reasonProtocolError},
 		{"tls.RecordHeaderError, wrapped", fmt.Errorf("reading the response: %w", rhe), reasonProtocolError},
 		{"tls.RecordHeaderError, in a net.OpError", &net.OpError{Op: "read", Net: "tcp", Err: rhe}, reasonProtocolError},
-		{"request body still being written", errBodyStillWriting, reasonBodyClosedEarly},
+		{"request body still being written", proto.ErrBodyStillWriting, reasonBodyClosedEarly},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

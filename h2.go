@@ -212,7 +212,6 @@ func (t *Transport) startH2(ctx context.Context, pc *conn) error {
 		return err
 	}
 	pc.h2 = h
-	pc.br, pc.bw = nil, nil // HTTP/1.1's buffers: x/net has its own
 	return nil
 }
 
@@ -283,11 +282,11 @@ func (h *h2Conn) peerGoAway(lastStreamID, code uint32) {
 func (h *h2Conn) endGoAway() {
 	pc := h.pc
 	if code := h.wire.peerCode.Load(); code != uint32(http2.ErrCodeNo) {
-		pc.report(proto.Outcome{Kind: proto.Failed,
+		pc.Report(proto.Outcome{Kind: proto.Failed,
 			Cause: &ProtocolError{Err: &h2ConnError{Code: http2.ErrCode(code), Remote: true}}})
 		return
 	}
-	pc.report(proto.Outcome{Kind: proto.GoAway})
+	pc.Report(proto.Outcome{Kind: proto.GoAway})
 }
 
 // closedByNet runs when x/net closes the connection's net.Conn: x/net is done with it. If
@@ -296,28 +295,28 @@ func (h *h2Conn) endGoAway() {
 // decision not to reuse the connection end it gracefully.
 func (h *h2Conn) closedByNet() {
 	pc := h.pc
-	if !h.ready.Load() || pc.dead() || h.failing.Load() {
+	if !h.ready.Load() || pc.Dead() || h.failing.Load() {
 		return
 	}
 	w := h.wire
 	rerr := w.readError()
 	switch {
 	case h.lostPing.Load():
-		pc.report(proto.Outcome{Kind: proto.Failed, Cause: errH2PingTimeout})
+		pc.Report(proto.Outcome{Kind: proto.Failed, Cause: errH2PingTimeout})
 	case w.goAwaySent.Load() && w.goAwayCode.Load() != uint32(http2.ErrCodeNo):
 		code := http2.ErrCode(w.goAwayCode.Load())
-		pc.report(proto.Outcome{Kind: proto.Failed, Cause: &ProtocolError{Err: &h2ConnError{Code: code}}})
+		pc.Report(proto.Outcome{Kind: proto.Failed, Cause: &ProtocolError{Err: &h2ConnError{Code: code}}})
 	case w.writeError() != nil:
 		err := w.writeError()
-		pc.report(proto.Outcome{Kind: proto.Failed, Cause: err})
+		pc.Report(proto.Outcome{Kind: proto.Failed, Cause: err})
 	case w.peerGoAway.Load():
 		h.endGoAway()
 	case rerr == io.EOF:
-		pc.report(proto.Outcome{Kind: proto.PeerClosed})
+		pc.Report(proto.Outcome{Kind: proto.PeerClosed})
 	case rerr != nil:
-		pc.report(proto.Outcome{Kind: proto.Failed, Cause: rerr})
+		pc.Report(proto.Outcome{Kind: proto.Failed, Cause: rerr})
 	case h.noReuse.Load():
-		pc.report(proto.Outcome{Kind: proto.ServerClose})
+		pc.Report(proto.Outcome{Kind: proto.ServerClose})
 	default:
 		// x/net's read loop ended without an I/O error: the server broke the protocol.
 		h.connError(h.readLoopCode())
@@ -352,12 +351,12 @@ func (h *h2Conn) connError(code http2.ErrCode) error {
 	pc := h.pc
 	cause := error(&ProtocolError{Err: &h2ConnError{Code: code}})
 	h.failing.Store(true)
-	pc.report(proto.Outcome{Kind: proto.Failed, Cause: cause, Goodbye: func() {
+	pc.Report(proto.Outcome{Kind: proto.Failed, Cause: cause, Goodbye: func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
 		h.wire.sendGoAway(ctx, code)
 		cancel()
 	}})
-	if c := pc.closeCause(); c != nil {
+	if c := pc.Cause(); c != nil {
 		return c
 	}
 	return cause // the connection was ending already, gracefully: the stream's error is this
@@ -425,7 +424,7 @@ func (h *h2Conn) usable() bool {
 // how it ends).
 func (h *h2Conn) broken() bool {
 	w := h.wire
-	return h.pc.dead() || h.failing.Load() || h.pc.closeCause() != nil ||
+	return h.pc.Dead() || h.failing.Load() || h.pc.Cause() != nil ||
 		w.closed.Load() || w.readError() != nil
 }
 
@@ -434,7 +433,7 @@ func (h *h2Conn) refusal() error {
 	if h.wire.peerGoAway.Load() {
 		return errGoAwayAtOnce
 	}
-	if cause := h.pc.closeCause(); cause != nil {
+	if cause := h.pc.Cause(); cause != nil {
 		return cause
 	}
 	return net.ErrClosed
@@ -531,7 +530,7 @@ func (s *h2Stream) release() {
 			h.endGoAway()
 			return
 		}
-		h.pc.report(proto.Outcome{Kind: proto.ServerClose})
+		h.pc.Report(proto.Outcome{Kind: proto.ServerClose})
 	})
 }
 
@@ -539,7 +538,7 @@ func (s *h2Stream) release() {
 // or the timeout or cancellation that ended the request.
 func (s *h2Stream) requestErr(req *http.Request, err error) error {
 	ctx := req.Context()
-	if ctx.Err() != nil && s.h.pc.closeCause() == nil {
+	if ctx.Err() != nil && s.h.pc.Cause() == nil {
 		if cause := context.Cause(ctx); cause == ErrResponseHeaderTimeout {
 			return ErrResponseHeaderTimeout
 		}
@@ -571,7 +570,7 @@ func (s *h2Stream) streamErr(err error) error {
 		return h.connError(http2.ErrCode(code))
 	}
 	notSent := h2NotSent(err)
-	if cause := pc.closeCause(); cause != nil {
+	if cause := pc.Cause(); cause != nil {
 		if notSent && !errors.Is(cause, ErrNotSent) {
 			return &h2Error{err: cause, notSent: true}
 		}
@@ -719,7 +718,7 @@ func (l *h2Layer) Graceful(ctx context.Context, p *shutdown.Progress) error {
 	if err == nil && h.failing.Load() {
 		// A connection error while the streams ended (connError has sent its GOAWAY):
 		// no goodbye below either.
-		err = h.pc.closeCause()
+		err = h.pc.Cause()
 	}
 	if err == nil {
 		err = w.sendGoAway(ctx, http2.ErrCodeNo)

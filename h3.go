@@ -81,7 +81,7 @@ func (t *Transport) dialH3(ctx context.Context, tg *target) (*conn, error) {
 	if err != nil {
 		return nil, &DialError{Op: "h3", Addr: tg.addr, Err: err}
 	}
-	pc := &conn{t: t, key: tg.key, created: time.Now(), readLimit: noLimit, serverAddr: tg.addr}
+	pc := &conn{t: t, key: tg.key, created: time.Now(), serverAddr: tg.addr}
 	h.pc, h.c = pc, c
 	pc.h3 = h
 	pc.tel = newConnTelemetry(tg.addr, c.RemoteAddr(), "3")
@@ -116,7 +116,7 @@ func (h *h3Conn) peerGoAway() {
 	h.report(func() {
 		pc := h.pc
 		if e := pc.entry.Load(); e != nil && pc.t.pool.Unshare(e) {
-			pc.report(proto.Outcome{Kind: proto.GoAway})
+			pc.Report(proto.Outcome{Kind: proto.GoAway})
 		}
 	})
 }
@@ -131,13 +131,13 @@ func (h *h3Conn) peerClosed(err error) {
 		var ae *quic.ApplicationError
 		switch {
 		case errors.As(err, &idle):
-			pc.report(proto.Outcome{Kind: proto.Failed, Cause: &timeoutError{Msg: "endwell: HTTP/3 connection lost: QUIC idle timeout"}})
+			pc.Report(proto.Outcome{Kind: proto.Failed, Cause: &timeoutError{Msg: "endwell: HTTP/3 connection lost: QUIC idle timeout"}})
 		case errors.As(err, &ae) && uint64(ae.ErrorCode) == h3.CodeNoError:
-			pc.report(proto.Outcome{Kind: proto.PeerClosed})
+			pc.Report(proto.Outcome{Kind: proto.PeerClosed})
 		case errors.As(err, &ae):
-			pc.report(proto.Outcome{Kind: proto.PeerClosed, Cause: &ProtocolError{Err: fmt.Errorf("server closed the HTTP/3 connection: %w", err)}})
+			pc.Report(proto.Outcome{Kind: proto.PeerClosed, Cause: &ProtocolError{Err: fmt.Errorf("server closed the HTTP/3 connection: %w", err)}})
 		default:
-			pc.report(proto.Outcome{Kind: proto.PeerClosed, Cause: fmt.Errorf("endwell: HTTP/3 connection closed: %w", err)})
+			pc.Report(proto.Outcome{Kind: proto.PeerClosed, Cause: fmt.Errorf("endwell: HTTP/3 connection closed: %w", err)})
 		}
 	})
 }
@@ -151,10 +151,10 @@ func (h *h3Conn) localClosed(err error) {
 		pc := h.pc
 		var ae *quic.ApplicationError
 		if errors.As(err, &ae) && uint64(ae.ErrorCode) == h3.CodeNoError {
-			pc.report(proto.Outcome{Kind: proto.GoAway})
+			pc.Report(proto.Outcome{Kind: proto.GoAway})
 			return
 		}
-		pc.report(proto.Outcome{Kind: proto.Failed, Cause: &ProtocolError{Err: fmt.Errorf("HTTP/3 connection error: %w", err)}})
+		pc.Report(proto.Outcome{Kind: proto.Failed, Cause: &ProtocolError{Err: fmt.Errorf("HTTP/3 connection error: %w", err)}})
 	})
 }
 
@@ -165,13 +165,13 @@ func (h *h3Conn) usable() bool {
 	t := pc.t
 	e := pc.entry.Load()
 	switch {
-	case pc.dead():
+	case pc.Dead():
 		t.pool.Remove(e)
 		return false
 	case h.c.GoAwayReceived():
 		t.pool.Unshare(e)
 		if t.pool.Put(e) {
-			pc.report(proto.Outcome{Kind: proto.GoAway})
+			pc.Report(proto.Outcome{Kind: proto.GoAway})
 		}
 		return false
 	}
@@ -205,7 +205,7 @@ func (h *h3Conn) roundTrip(req *http.Request) (*http.Response, error) {
 
 // requestErr maps internal/h3's error for a request to what the caller sees.
 func (h *h3Conn) requestErr(req *http.Request, err error) error {
-	if cause := h.pc.closeCause(); cause != nil {
+	if cause := h.pc.Cause(); cause != nil {
 		return cause
 	}
 	ctx := req.Context()
@@ -252,7 +252,7 @@ func (b *h3Body) Read(p []byte) (int, error) {
 		case b.closed.Load():
 			err = ErrBodyClosed
 		case err != io.EOF:
-			if cause := b.h.pc.closeCause(); cause != nil {
+			if cause := b.h.pc.Cause(); cause != nil {
 				err = cause
 			}
 		}
@@ -281,8 +281,8 @@ func (b *h3Body) release() {
 		b.cancel(nil)
 	}
 	pc := b.h.pc
-	pc.releaseUse(pc.dead(), func() {
+	pc.releaseUse(pc.Dead(), func() {
 		// The pool dropped it at its last use: it takes no new requests (GOAWAY).
-		pc.report(proto.Outcome{Kind: proto.GoAway})
+		pc.Report(proto.Outcome{Kind: proto.GoAway})
 	})
 }

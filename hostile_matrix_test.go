@@ -1091,3 +1091,9 @@ func hostileRunNetHTTP(t *testing.T, c *hostileCase, proto hostileProto) {
 	t.Logf("net/http: %s (%v) [%s]", r.describe(), r.elapsed.Round(time.Millisecond), strings.Join(notes, ", "))
 	fmt.Fprintf(os.Stderr, "HOSTILE\t%s/%s\tnet/http\t%s (%v)\t%s\n", c.name, proto, r.describe(), r.elapsed.Round(time.Millisecond), strings.Join(notes, ", "))
 }
+
+// isTimeout reports whether err is a net.Error that says it timed out.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}

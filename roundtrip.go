@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/endwell/endwell/internal/h1"
 	"github.com/endwell/endwell/pool"
 	"github.com/endwell/endwell/shutdown"
 	"golang.org/x/net/http/httpguts"
@@ -80,15 +81,16 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			return nil, err
 		}
-		mark := pc.nwritten.Load()
 		var resp *http.Response
+		var mark int64
 		switch {
 		case pc.h2 != nil:
 			resp, err = pc.h2.roundTrip(req)
 		case pc.h3 != nil:
 			resp, err = pc.h3.roundTrip(req)
 		default:
-			resp, err = pc.roundTrip(req, trace)
+			mark = pc.h1.Written()
+			resp, err = pc.h1.RoundTrip(req, trace)
 		}
 		if err == nil {
 			if tcp == nil && pc.h3 == nil && t.altSvcOn() {
@@ -96,8 +98,10 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			return resp, nil
 		}
-		wrote := pc.writtenSince(mark) > 0
-		if pc.h2 != nil || pc.h3 != nil {
+		var wrote bool
+		if pc.h1 != nil {
+			wrote = pc.h1.Written() > mark
+		} else {
 			// An HTTP/2 stream's bytes can't be told from its neighbours': its error says
 			// whether the server saw it (a stream refused by GOAWAY or REFUSED_STREAM is
 			// retried even on a new connection).
@@ -134,7 +138,7 @@ func retryable(req *http.Request, err error, wrote bool) bool {
 	if req.Context().Err() != nil {
 		return false
 	}
-	if !wrote && !errors.Is(err, ErrResponseHeaderTimeout) && (errors.Is(err, ErrNotSent) || isPeerGone(err)) {
+	if !wrote && !errors.Is(err, ErrResponseHeaderTimeout) && (errors.Is(err, ErrNotSent) || h1.PeerGone(err)) {
 		return true
 	}
 	return errors.Is(err, ErrServerClosedConn) && isIdempotent(req)
@@ -229,7 +233,7 @@ func (t *Transport) targetFor(req *http.Request) (*target, error) {
 		return t.newTarget(req)
 	}
 	// Without a proxy, a target depends on the URL's scheme and host only: reuse it.
-	k := targetCacheKey{req.URL.Scheme, req.URL.Host, requiresHTTP1(req)}
+	k := targetCacheKey{req.URL.Scheme, req.URL.Host, h1.RequiresHTTP1(req)}
 	tc := &t.targets
 	tc.mu.RLock()
 	tg := tc.m[k]
@@ -304,7 +308,7 @@ func (t *Transport) newTarget(req *http.Request) (*target, error) {
 		}
 	}
 	addr := joinHostPort(host, port)
-	tg := &target{scheme: u.Scheme, addr: addr, host: host, h1Only: requiresHTTP1(req)}
+	tg := &target{scheme: u.Scheme, addr: addr, host: host, h1Only: h1.RequiresHTTP1(req)}
 	if t.Proxy != nil {
 		pu, err := t.Proxy(req)
 		if err != nil {
@@ -391,7 +395,7 @@ func (t *Transport) getConn(ctx context.Context, tg *target, trace *httptrace.Cl
 				}
 				continue
 			}
-		} else if !pc.takeFromIdle() {
+		} else if !pc.h1.TakeFromIdle() {
 			// A connection handed over by Put, idle or straight to a waiting Get, has
 			// its idle watcher running.
 			continue

@@ -26,6 +26,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/endwell/endwell/internal/h1"
 	"github.com/endwell/endwell/pool"
 	"github.com/endwell/endwell/shutdown"
 )
@@ -266,6 +267,7 @@ type config struct {
 	maxDrainBytes         int64
 	maxDrainTime          time.Duration
 	protocols             http.Protocols
+	h1                    h1.Config // HTTP/1.1's share, shared by its connections
 }
 
 func defaulted[T int | int64 | time.Duration](v, zero T) T {
@@ -303,6 +305,18 @@ func (t *Transport) init() {
 		c.maxDrainBytes = defaulted(t.MaxDrainBytes, 256<<10)
 		c.maxDrainTime = defaulted(t.MaxDrainTime, 100*time.Millisecond)
 		c.protocols = t.protocols()
+		c.h1 = h1.Config{
+			ResponseHeaderTimeout: c.responseHeaderTimeout,
+			ExpectContinueTimeout: c.expectContinueTimeout,
+			MaxHeaderBytes:        c.maxHeaderBytes,
+			MaxDrainBytes:         c.maxDrainBytes,
+			MaxDrainTime:          c.maxDrainTime,
+			ReadBufferSize:        c.readBufferSize,
+			WriteBufferSize:       c.writeBufferSize,
+			DisableCompression:    t.DisableCompression,
+			DisableKeepAlives:     t.DisableKeepAlives,
+			OnRelease:             &t.onRelease,
+		}
 		t.active = make(map[*conn]struct{})
 		t.initTelemetry()
 		t.pool = pool.New(pool.Config[*conn]{

@@ -1,4 +1,4 @@
-package endwell
+package h1
 
 import (
 	"bytes"
@@ -26,11 +26,11 @@ import (
 // exchange is one request's use of a connection, from writing the request to the end of
 // the response body.
 type exchange struct {
-	pc    *conn
+	c     *Conn
 	req   *http.Request
 	ctx   context.Context
 	trace *httptrace.ClientTrace
-	mark  int64 // pc.nwritten when the exchange started
+	mark  int64 // c.nwritten when the exchange started
 	gzip  bool  // we asked for gzip ourselves
 
 	stopCtx    func() bool // unregisters the context watch; nil if ctx can't end
@@ -43,19 +43,18 @@ type exchange struct {
 	released   atomic.Bool // release was called
 }
 
-// roundTrip runs req over pc. On error the connection has been ended (or, for errors
+// roundTrip runs req over c. On error the connection has been ended (or, for errors
 // before any byte was written, may be retried elsewhere: see retryable).
-func (pc *conn) roundTrip(req *http.Request, trace *httptrace.ClientTrace) (*http.Response, error) {
-	t := pc.t
-	ex := &exchange{pc: pc, req: req, ctx: req.Context(), trace: trace, mark: pc.nwritten.Load()}
+func (c *Conn) RoundTrip(req *http.Request, trace *httptrace.ClientTrace) (*http.Response, error) {
+	ex := &exchange{c: c, req: req, ctx: req.Context(), trace: trace, mark: c.nwritten.Load()}
 	if ex.ctx.Done() != nil {
 		ex.stopCtx = context.AfterFunc(ex.ctx, func() {
-			pc.abort(ex.ctx.Err())
+			c.abort(ex.ctx.Err())
 		})
 	}
-	ex.gzip = !t.DisableCompression && req.Method != http.MethodHead &&
+	ex.gzip = !c.cfg.DisableCompression && req.Method != http.MethodHead &&
 		req.Header.Get("Accept-Encoding") == "" && req.Header.Get("Range") == ""
-	if t.DisableKeepAlives || req.Close {
+	if c.cfg.DisableKeepAlives || req.Close {
 		ex.noReuse = true
 	}
 	ex.hasBody = req.Body != nil && req.Body != http.NoBody
@@ -78,7 +77,7 @@ func (pc *conn) roundTrip(req *http.Request, trace *httptrace.ClientTrace) (*htt
 		if httpguts.HeaderValuesContainsToken(req.Header["Expect"], "100-continue") {
 			ex.bw.cont = make(chan bool, 1)
 		}
-		if err := pc.bw.Flush(); err != nil {
+		if err := c.bw.Flush(); err != nil {
 			ex.closeReqBody()
 			return nil, ex.fail(err)
 		}
@@ -86,7 +85,7 @@ func (pc *conn) roundTrip(req *http.Request, trace *httptrace.ClientTrace) (*htt
 		// response, and exits when the body is written or the connection fails.
 		go ex.writeBody()
 	} else {
-		if err := pc.bw.Flush(); err != nil {
+		if err := c.bw.Flush(); err != nil {
 			return nil, ex.fail(err)
 		}
 		if trace != nil && trace.WroteRequest != nil {
@@ -98,8 +97,8 @@ func (pc *conn) roundTrip(req *http.Request, trace *httptrace.ClientTrace) (*htt
 
 // writeHeaders writes the request line and header into the connection's buffer.
 func (ex *exchange) writeHeaders() error {
-	req, pc, trace := ex.req, ex.pc, ex.trace
-	w := pc.bw
+	req, c, trace := ex.req, ex.c, ex.trace
+	w := c.bw
 	method := req.Method
 	if method == "" {
 		method = http.MethodGet
@@ -110,7 +109,7 @@ func (ex *exchange) writeHeaders() error {
 	}
 	host = removeZone(host)
 	uri := req.URL.RequestURI()
-	if pc.proxied {
+	if c.proxied {
 		u := *req.URL
 		u.Fragment, u.RawFragment = "", ""
 		uri = u.String()
@@ -146,8 +145,8 @@ func (ex *exchange) writeHeaders() error {
 	if ex.gzip {
 		field("Accept-Encoding", "gzip")
 	}
-	if pc.proxied {
-		if auth := pc.t.proxyAuth(pc.key); auth != "" && req.Header.Get("Proxy-Authorization") == "" {
+	if c.proxied {
+		if auth := c.proxyAuth; auth != "" && req.Header.Get("Proxy-Authorization") == "" {
 			field("Proxy-Authorization", auth)
 		}
 	}
@@ -196,19 +195,19 @@ const defaultUserAgent = "Go-http-client/1.1"
 
 // writeBody runs in the body writer's goroutine.
 func (ex *exchange) writeBody() {
-	req, pc, bw := ex.req, ex.pc, ex.bw
+	req, c, bw := ex.req, ex.c, ex.bw
 	err := func() error {
 		if bw.cont != nil {
 			if ex.trace != nil && ex.trace.Wait100Continue != nil {
 				ex.trace.Wait100Continue()
 			}
-			if d := pc.t.cfg.expectContinueTimeout; d > 0 {
+			if d := c.cfg.ExpectContinueTimeout; d > 0 {
 				timer := time.NewTimer(d)
 				defer timer.Stop()
 				select {
 				case ok := <-bw.cont:
 					if !ok {
-						return errBodyNotSent
+						return proto.ErrBodyNotSent
 					}
 				case <-timer.C:
 				}
@@ -217,38 +216,38 @@ func (ex *exchange) writeBody() {
 		var err error
 		if req.ContentLength > 0 {
 			var n int64
-			n, err = io.Copy(pc.bw, io.LimitReader(bodyReader{ex.body}, req.ContentLength))
+			n, err = io.Copy(c.bw, io.LimitReader(bodyReader{ex.body}, req.ContentLength))
 			if err == nil && n != req.ContentLength {
-				err = &bodyReadError{Err: fmt.Errorf("endwell: ContentLength=%d with Body length %d", req.ContentLength, n)}
+				err = &proto.BodyReadError{Err: fmt.Errorf("endwell: ContentLength=%d with Body length %d", req.ContentLength, n)}
 			}
 		} else {
-			cw := httputil.NewChunkedWriter(pc.bw)
+			cw := httputil.NewChunkedWriter(c.bw)
 			if _, err = io.Copy(cw, bodyReader{ex.body}); err == nil {
 				err = cw.Close()
 			}
 			if err == nil {
 				for k, vs := range req.Trailer {
 					for _, v := range vs {
-						fmt.Fprintf(pc.bw, "%s: %s\r\n", k, v)
+						fmt.Fprintf(c.bw, "%s: %s\r\n", k, v)
 					}
 				}
-				_, err = pc.bw.WriteString("\r\n")
+				_, err = c.bw.WriteString("\r\n")
 			}
 		}
 		if err == nil {
-			err = pc.bw.Flush()
+			err = c.bw.Flush()
 		}
 		return err
 	}()
 	if cerr := req.Body.Close(); err == nil && cerr != nil {
-		err = &bodyReadError{Err: cerr}
+		err = &proto.BodyReadError{Err: cerr}
 	}
-	if err != nil && err != errBodyNotSent {
-		pc.abort(err)
+	if err != nil && err != proto.ErrBodyNotSent {
+		c.abort(err)
 	}
 	if ex.trace != nil && ex.trace.WroteRequest != nil {
 		werr := err
-		if werr == errBodyNotSent {
+		if werr == proto.ErrBodyNotSent {
 			werr = nil // the request is written, its body withheld by design: as net/http
 		}
 		ex.trace.WroteRequest(httptrace.WroteRequestInfo{Err: werr})
@@ -262,7 +261,7 @@ type bodyReader struct{ r io.Reader }
 func (b bodyReader) Read(p []byte) (int, error) {
 	n, err := b.r.Read(p)
 	if err != nil && err != io.EOF {
-		err = &bodyReadError{Err: err}
+		err = &proto.BodyReadError{Err: err}
 	}
 	return n, err
 }
@@ -290,10 +289,10 @@ func (ex *exchange) fail(err error) error {
 	if ex.stopCtx != nil {
 		ex.stopCtx()
 	}
-	ex.pc.abort(err)
+	ex.c.abort(err)
 	ex.release(err)
-	err = ex.pc.requestErr(err)
-	var bre *bodyReadError
+	err = ex.c.requestErr(err)
+	var bre *proto.BodyReadError
 	if errors.As(err, &bre) {
 		return bre.Err
 	}
@@ -319,21 +318,18 @@ func (ex *exchange) waitBody(d time.Duration) error {
 		ex.bodyDone = true
 		return ex.bodyResult
 	case <-timer.C:
-		return errBodyStillWriting
+		return proto.ErrBodyStillWriting
 	}
 }
-
-var errBodyStillWriting = proto.ErrBodyStillWriting
 
 // readResponse reads the response headers (skipping 1xx) and hands back the response with
 // a body that returns the connection when it ends.
 func (ex *exchange) readResponse() (*http.Response, error) {
-	pc, req, trace := ex.pc, ex.req, ex.trace
-	t := pc.t
+	c, req, trace := ex.c, ex.req, ex.trace
 	var headerTimer *time.Timer
-	if d := t.cfg.responseHeaderTimeout; d > 0 {
+	if d := c.cfg.ResponseHeaderTimeout; d > 0 {
 		headerTimer = time.AfterFunc(d, func() {
-			pc.abort(ErrResponseHeaderTimeout)
+			c.abort(proto.ErrResponseHeaderTimeout)
 		})
 	}
 	stopHeaderTimer := func() bool { return headerTimer == nil || headerTimer.Stop() }
@@ -341,13 +337,13 @@ func (ex *exchange) readResponse() (*http.Response, error) {
 	var resp *http.Response
 	// 1xx responses count against MaxResponseHeaderBytes together with the final one, as
 	// in net/http, unless a Got1xxResponse hook saw them: each it saw starts a new count.
-	pc.readLimit = t.cfg.maxHeaderBytes
+	c.readLimit = c.cfg.MaxHeaderBytes
 	for n1xx := 0; ; n1xx++ {
 		if n1xx == 0 {
-			if _, err := pc.br.Peek(1); err != nil {
+			if _, err := c.br.Peek(1); err != nil {
 				stopHeaderTimer()
-				if pc.closeCause() == nil && pc.writtenSince(ex.mark) > 0 && isPeerGone(err) {
-					err = fmt.Errorf("%w: %w", ErrServerClosedConn, err)
+				if c.owner.Cause() == nil && c.writtenSince(ex.mark) > 0 && PeerGone(err) {
+					err = fmt.Errorf("%w: %w", proto.ErrServerClosedConn, err)
 				}
 				return nil, ex.fail(err)
 			}
@@ -356,27 +352,27 @@ func (ex *exchange) readResponse() (*http.Response, error) {
 			}
 		}
 		var err error
-		resp, err = http.ReadResponse(pc.br, req)
+		resp, err = http.ReadResponse(c.br, req)
 		if err != nil {
 			stopHeaderTimer()
-			if pc.closeCause() == nil {
+			if c.owner.Cause() == nil {
 				switch {
-				case errors.Is(err, errHeaderTooLarge) || pc.readLimit <= 0:
+				case errors.Is(err, proto.ErrHeaderTooLarge) || c.readLimit <= 0:
 					// At the limit, the parser may see a line cut short by it, and
 					// call that malformed: the limit is the cause.
-					err = &ProtocolError{Err: errHeaderTooLarge}
-				case isPeerGone(err) || isTimeout(err):
-				case pc.br.Buffered() == 0 && (pc.raw.PeerReset() || pc.raw.PeerFIN()):
+					err = &proto.ProtocolError{Err: proto.ErrHeaderTooLarge}
+				case PeerGone(err) || isTimeout(err):
+				case c.br.Buffered() == 0 && (c.raw.PeerReset() || c.raw.PeerFIN()):
 					// The server hung up mid-header: bufio's ReadLine hands over the
 					// line cut short as if it were whole and drops the read error, so
 					// the parser calls it malformed. The hang-up is the cause.
 					cause := io.ErrUnexpectedEOF
-					if pc.raw.PeerReset() {
+					if c.raw.PeerReset() {
 						cause = syscall.ECONNRESET
 					}
 					err = fmt.Errorf("response headers cut short: %w", cause)
 				default:
-					err = &ProtocolError{Err: err}
+					err = &proto.ProtocolError{Err: err}
 				}
 			}
 			return nil, ex.fail(err)
@@ -386,7 +382,7 @@ func (ex *exchange) readResponse() (*http.Response, error) {
 			// http.ReadResponse takes any three digits, "000" included; a status
 			// under 100 exists in no class (RFC 9110, section 15).
 			stopHeaderTimer()
-			return nil, ex.fail(&ProtocolError{Err: fmt.Errorf("invalid status code %03d", code)})
+			return nil, ex.fail(&proto.ProtocolError{Err: fmt.Errorf("invalid status code %03d", code)})
 		}
 		if code > 199 || code == http.StatusSwitchingProtocols {
 			break
@@ -405,13 +401,13 @@ func (ex *exchange) readResponse() (*http.Response, error) {
 				stopHeaderTimer()
 				return nil, ex.fail(err)
 			}
-			pc.readLimit = t.cfg.maxHeaderBytes
+			c.readLimit = c.cfg.MaxHeaderBytes
 		}
 	}
-	pc.readLimit = noLimit
+	c.readLimit = noLimit
 	if !stopHeaderTimer() {
 		// The timer fired and aborted the connection; report the timeout.
-		return nil, ex.fail(ErrResponseHeaderTimeout)
+		return nil, ex.fail(proto.ErrResponseHeaderTimeout)
 	}
 	if resp.Close {
 		ex.noReuse = true
@@ -425,8 +421,8 @@ func (ex *exchange) readResponse() (*http.Response, error) {
 		ex.bw.contSent = true
 	}
 	resp.TLS = nil
-	if pc.tlsc != nil {
-		st := pc.tlsc.ConnectionState()
+	if c.tls != nil {
+		st := c.tls.ConnectionState()
 		resp.TLS = &st
 	}
 
@@ -454,39 +450,39 @@ func (ex *exchange) readResponse() (*http.Response, error) {
 // finish ends the exchange after the whole response was read: the connection goes back to
 // the pool, or closes gracefully when it may not be reused.
 func (ex *exchange) finish() {
-	pc := ex.pc
+	c := ex.c
 	if ex.stopCtx != nil && !ex.stopCtx() {
 		// The context ended first: its AfterFunc is aborting the connection, and may not
 		// have got to it yet. Abort here too (the first call decides), so that the
 		// connection is never handed back to the pool, where the next request would
 		// fail with this request's cancellation.
-		pc.abort(ex.ctx.Err())
-		ex.release(pc.closeCause())
+		c.abort(ex.ctx.Err())
+		ex.release(c.owner.Cause())
 		return
 	}
 	if ex.bw != nil {
 		switch err := ex.waitBody(50 * time.Millisecond); {
-		case err == errBodyNotSent:
+		case err == proto.ErrBodyNotSent:
 			// A final answer without 100 Continue: the body never went out, the
 			// exchange is complete, but the server may still expect the body: close
 			// gracefully rather than reuse.
-			pc.report(proto.Outcome{Kind: proto.ServerClose})
+			c.owner.Report(proto.Outcome{Kind: proto.ServerClose})
 			ex.release(err)
 			return
 		case err != nil:
 			// The response is complete but the request was not fully written: the
 			// connection's state is unknown, so it is not reused, and our goodbye
 			// would cut into a body still in flight. The reason is the upload's.
-			pc.report(proto.Outcome{Kind: proto.Unfinished, Cause: err})
+			c.owner.Report(proto.Outcome{Kind: proto.Unfinished, Cause: err})
 			ex.release(err)
 			return
 		}
 	}
-	if pc.dead() {
-		ex.release(pc.closeCause())
+	if c.owner.Dead() {
+		ex.release(c.owner.Cause())
 		return
 	}
-	if !pc.report(proto.Outcome{Kind: proto.Complete, NoReuse: ex.noReuse}) {
+	if !c.owner.Report(proto.Outcome{Kind: proto.Complete, NoReuse: ex.noReuse}) {
 		ex.release(errNotReused)
 		return
 	}
@@ -505,16 +501,18 @@ func (ex *exchange) release(err error) {
 	if !ex.released.CompareAndSwap(false, true) {
 		return
 	}
+	c := ex.c
 	if err == nil {
-		ex.pc.t.putIdle(ex.pc)
-	} else {
-		ex.pc.t.doneActive(ex.pc)
+		c.startWatch() // before the pool has it: a taker stops the watch
 	}
+	c.owner.Release(err)
 	if err == nil && ex.trace != nil && ex.trace.PutIdleConn != nil {
 		ex.trace.PutIdleConn(nil)
 	}
-	if h := ex.pc.t.onRelease.Load(); h != nil {
-		(*h)(err)
+	if h := c.cfg.OnRelease; h != nil {
+		if f := h.Load(); f != nil {
+			(*f)(err)
+		}
 	}
 }
 
@@ -527,13 +525,11 @@ func (ex *exchange) switchProtocols(resp *http.Response) (*http.Response, error)
 		return nil, ex.fail(ex.ctx.Err())
 	}
 	if err := checkSwitch(ex.req, resp); err != nil {
-		return nil, ex.fail(&ProtocolError{Err: err})
+		return nil, ex.fail(&proto.ProtocolError{Err: err})
 	}
-	pc := ex.pc
-	if e := pc.entry.Load(); e != nil {
-		pc.t.pool.Remove(e)
-	}
-	resp.Body = &switchedBody{pc: pc, ex: ex}
+	c := ex.c
+	c.owner.Detach()
+	resp.Body = &switchedBody{c: c, ex: ex}
 	return resp, nil
 }
 
@@ -543,7 +539,7 @@ func (ex *exchange) switchProtocols(resp *http.Response) (*http.Response, error)
 // 101 to a request that asked for nothing would hand the caller a raw connection where it
 // expects a response body, and leave a server in charge of the bytes that follow.
 func checkSwitch(req *http.Request, resp *http.Response) error {
-	if !requiresHTTP1(req) {
+	if !RequiresHTTP1(req) {
 		return errors.New("101 Switching Protocols to a request that asked for no upgrade")
 	}
 	got := resp.Header["Upgrade"]
@@ -588,14 +584,14 @@ func offered(vs []string, proto string) bool {
 // once: the teardown needs the connection's reads and writes (its check of the server's
 // goodbye peeks at the socket, which a blocked Read would hold for the whole budget).
 type switchedBody struct {
-	pc     *conn
+	c      *Conn
 	ex     *exchange
-	closed atomic.Bool // Close was called: Read and Write fail with ErrBodyClosed
+	closed atomic.Bool // Close was called: Read and Write fail with proto.ErrBodyClosed
 
 	rmu sync.Mutex // held by a Read while it uses the connection; guards eof
 	eof bool       // a Read returned io.EOF: the server ended its side
 	wmu sync.Mutex // held by a Write while it uses the connection; guards werr
-	// werr is the first error of a Write, or ErrBodyClosed for a Write that Close cut short.
+	// werr is the first error of a Write, or proto.ErrBodyClosed for a Write that Close cut short.
 	werr error
 }
 
@@ -603,13 +599,13 @@ func (s *switchedBody) Read(p []byte) (int, error) {
 	s.rmu.Lock()
 	defer s.rmu.Unlock()
 	if s.closed.Load() {
-		return 0, ErrBodyClosed
+		return 0, proto.ErrBodyClosed
 	}
-	n, err := s.pc.br.Read(p)
+	n, err := s.c.br.Read(p)
 	switch {
 	case err == nil:
 	case s.closed.Load():
-		err = ErrBodyClosed // Close interrupted this Read
+		err = proto.ErrBodyClosed // Close interrupted this Read
 	case err == io.EOF:
 		s.eof = true
 	}
@@ -620,15 +616,15 @@ func (s *switchedBody) Write(p []byte) (int, error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if s.closed.Load() {
-		return 0, ErrBodyClosed
+		return 0, proto.ErrBodyClosed
 	}
 	if s.werr != nil {
 		return 0, s.werr
 	}
-	n, err := s.pc.nc.Write(p)
+	n, err := s.c.nc.Write(p)
 	if err != nil {
 		if s.closed.Load() {
-			err = ErrBodyClosed // Close interrupted this Write
+			err = proto.ErrBodyClosed // Close interrupted this Write
 		}
 		s.werr = err
 	}
@@ -643,27 +639,27 @@ func (s *switchedBody) Close() error {
 	if s.closed.Swap(true) {
 		return nil
 	}
-	pc := s.pc
-	pc.nc.SetReadDeadline(aLongTimeAgo)
-	pc.nc.SetWriteDeadline(aLongTimeAgo)
+	c := s.c
+	c.nc.SetReadDeadline(aLongTimeAgo)
+	c.nc.SetWriteDeadline(aLongTimeAgo)
 	s.rmu.Lock()
 	s.wmu.Lock()
 	eof, werr := s.eof, s.werr
 	s.wmu.Unlock()
 	s.rmu.Unlock()
-	pc.nc.SetReadDeadline(time.Time{})
-	pc.nc.SetWriteDeadline(time.Time{})
+	c.nc.SetReadDeadline(time.Time{})
+	c.nc.SetWriteDeadline(time.Time{})
 	switch {
 	case werr != nil:
-		pc.abort(werr)
+		c.abort(werr)
 	case eof:
 		// As for a connection the server closed while idle (see idleLayer): the teardown
 		// tells the server's close_notify from a bare FIN by this read's EOF.
-		pc.watchErr = io.EOF
-		pc.peerClosed.Store(true)
-		pc.report(proto.Outcome{Kind: proto.PeerClosed})
+		c.watchErr = io.EOF
+		c.peerClosed.Store(true)
+		c.owner.Report(proto.Outcome{Kind: proto.PeerClosed})
 	default:
-		pc.report(proto.Outcome{Kind: proto.ServerClose})
+		c.owner.Report(proto.Outcome{Kind: proto.ServerClose})
 	}
 	s.ex.release(errNotReused)
 	return nil
@@ -682,7 +678,7 @@ type body struct {
 	ex *exchange
 	rc io.ReadCloser // http.ReadResponse's body
 	// closing is set by the first Close; Read checks it first, under mu, and from then on
-	// returns ErrBodyClosed.
+	// returns proto.ErrBodyClosed.
 	closing atomic.Bool
 
 	mu        sync.Mutex // guards the following, rc, and the exchange until done
@@ -699,7 +695,7 @@ func (b *body) Read(p []byte) (int, error) {
 		// the exchange is ended here if the Read that held the lock returned data, not
 		// an error, and the finisher has not run yet.
 		b.endLocked()
-		return 0, ErrBodyClosed
+		return 0, proto.ErrBodyClosed
 	}
 	if b.done {
 		return 0, b.err
@@ -715,14 +711,14 @@ func (b *body) Read(p []byte) (int, error) {
 	case err != nil:
 		var ne net.Error
 		switch {
-		case b.ex.pc.closeCause() != nil:
+		case b.ex.c.owner.Cause() != nil:
 			// Ended from elsewhere (a concurrent Close, the context, Transport.Close):
 			// fail reports that cause.
 		case errors.Is(err, io.ErrUnexpectedEOF):
 			// Truncated by the server: a FIN before Content-Length or the last chunk.
 		case errors.As(err, &ne):
 		default:
-			err = &ProtocolError{Err: err} // broken chunked framing and the like
+			err = &proto.ProtocolError{Err: err} // broken chunked framing and the like
 		}
 		err = b.ex.fail(err)
 		b.done, b.err = true, err
@@ -736,8 +732,8 @@ func (b *body) endLocked() {
 	if b.done {
 		return
 	}
-	b.done, b.err = true, ErrBodyClosed
-	b.ex.fail(ErrBodyClosed)
+	b.done, b.err = true, proto.ErrBodyClosed
+	b.ex.fail(proto.ErrBodyClosed)
 }
 
 // Close ends the body. Before its end, the rest is drained in the background when it is
@@ -751,7 +747,7 @@ func (b *body) Close() error {
 	if !b.mu.TryLock() {
 		// A Read holds the lock, blocked on the connection (or about to return): the
 		// exchange is its own. Abort, which unblocks it, and touch nothing else.
-		b.ex.pc.abort(ErrBodyClosed)
+		b.ex.c.abort(proto.ErrBodyClosed)
 		// The finisher: it ends the exchange once the Read lets go of the lock, in case
 		// no Read does it (one that returned data read before the abort). It exits then;
 		// the abort bounds its wait.
@@ -766,8 +762,7 @@ func (b *body) Close() error {
 	if b.done {
 		return nil
 	}
-	t := b.ex.pc.t
-	if t.cfg.maxDrainBytes < 0 || t.cfg.maxDrainTime < 0 || b.remaining > t.cfg.maxDrainBytes {
+	if cfg := b.ex.c.cfg; cfg.MaxDrainBytes < 0 || cfg.MaxDrainTime < 0 || b.remaining > cfg.MaxDrainBytes {
 		b.endLocked()
 		return nil
 	}
@@ -781,17 +776,16 @@ func (b *body) Close() error {
 
 func (b *body) drain() {
 	ex := b.ex
-	pc := ex.pc
-	t := pc.t
-	pc.nc.SetReadDeadline(time.Now().Add(t.cfg.maxDrainTime))
-	n, err := io.Copy(io.Discard, io.LimitReader(b.rc, t.cfg.maxDrainBytes+1))
-	if err == nil && n <= t.cfg.maxDrainBytes {
+	c := ex.c
+	c.nc.SetReadDeadline(time.Now().Add(c.cfg.MaxDrainTime))
+	n, err := io.Copy(io.Discard, io.LimitReader(b.rc, c.cfg.MaxDrainBytes+1))
+	if err == nil && n <= c.cfg.MaxDrainBytes {
 		// io.Copy stops at EOF without reporting it: the body is complete.
-		pc.nc.SetReadDeadline(time.Time{})
+		c.nc.SetReadDeadline(time.Time{})
 		ex.finish()
 		return
 	}
-	ex.fail(ErrBodyClosed)
+	ex.fail(proto.ErrBodyClosed)
 }
 
 // gzipBody decompresses a body we asked gzip for. The gzip reader is made on the first Read,
