@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/endwell/endwell/internal/h1"
+	"github.com/endwell/endwell/internal/h2"
 	"github.com/endwell/endwell/internal/proto"
 	"github.com/endwell/endwell/pool"
 	"github.com/endwell/endwell/shutdown"
@@ -27,7 +28,7 @@ type conn struct {
 	tunnelWatch *shutdown.Conn
 	nc          net.Conn // what HTTP reads and writes: tlsc or raw
 	h1          *h1.Conn // the HTTP/1.1 connection over nc, or nil
-	h2          *h2Conn  // the HTTP/2 connection over nc, or nil
+	h2          *h2.Conn // the HTTP/2 connection over nc, or nil
 	h3          *h3Conn  // the HTTP/3 connection, or nil; raw and nc are then nil
 
 	activeUses int           // requests using the connection: 1 for HTTP/1.1, streams for HTTP/2; guarded by t.mu
@@ -80,7 +81,7 @@ func (pc *conn) layers() []shutdown.Layer {
 		tlsTop = &shutdown.TLS{Conn: pc.tlsc, Raw: raw}
 	}
 	if pc.h2 != nil {
-		ls = append(ls, &h2Layer{h: pc.h2, tls: tlsTop})
+		ls = append(ls, &h2.Layer{H: pc.h2, TLS: tlsTop})
 	} else {
 		ls = append(ls, &h1.Layer{C: pc.h1, TLS: tlsTop})
 	}
@@ -93,12 +94,12 @@ func (pc *conn) layers() []shutdown.Layer {
 	return append(ls, &shutdown.TCP{Conn: pc.raw, Drain: pc.nc})
 }
 
-// releaseUse gives one request's use of a multiplexed connection (HTTP/2, HTTP/3) back to
+// ReleaseUse (h2.Owner's) gives one request's use of a multiplexed connection (HTTP/2, HTTP/3) back to
 // the pool, as its last use or not. A broken connection is removed from the pool. Under
 // DisableKeepAlives, the connection ends gracefully after its last use. Otherwise, when
 // the pool drops the connection at this use (it takes no new requests: the server's
 // GOAWAY, a Connection: close), dropped ends it.
-func (pc *conn) releaseUse(broken bool, dropped func()) {
+func (pc *conn) ReleaseUse(broken bool, dropped func()) {
 	t := pc.t
 	e := pc.entry.Load()
 	t.mu.Lock()
@@ -119,4 +120,37 @@ func (pc *conn) releaseUse(broken bool, dropped func()) {
 		dropped()
 	}
 	t.doneActive(pc)
+}
+
+// capacity is how many requests may use pc at once: an HTTP/2 connection's streams, one
+// for HTTP/1.1 (HTTP/3's is its own: see dialH3).
+func (pc *conn) capacity() int {
+	if pc.h2 != nil {
+		return pc.h2.Capacity()
+	}
+	return 1
+}
+
+// Unshare is h2.Owner's: the pool hands pc out no more; true when no request uses it.
+func (pc *conn) Unshare() bool {
+	e := pc.entry.Load()
+	return e != nil && pc.t.pool.Unshare(e)
+}
+
+// Remove is h2.Owner's: pc leaves the pool for good.
+func (pc *conn) Remove() {
+	if e := pc.entry.Load(); e != nil {
+		pc.t.pool.Remove(e)
+	}
+}
+
+// GiveBack is h2.Owner's: a use the pool handed out goes back unmade; true when it was the
+// last of a connection the pool no longer hands out.
+func (pc *conn) GiveBack() bool { return pc.t.pool.Put(pc.entry.Load()) }
+
+// SetCapacity is h2.Owner's: the server's MAX_CONCURRENT_STREAMS changed.
+func (pc *conn) SetCapacity(n int) {
+	if e := pc.entry.Load(); e != nil {
+		pc.t.pool.SetCapacity(e, n)
+	}
 }

@@ -12,11 +12,13 @@ import (
 	"net/http/httptrace"
 	"net/url"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 	"weak"
 
 	"github.com/endwell/endwell/internal/h1"
+	"github.com/endwell/endwell/internal/h2"
 	"github.com/endwell/endwell/shutdown"
 	"golang.org/x/net/proxy"
 )
@@ -115,9 +117,9 @@ func (t *Transport) dial(ctx context.Context, tg *target) (*conn, error) {
 func (t *Transport) finishDial(ctx context.Context, tg *target, pc *conn) (*conn, error) {
 	pc.serverAddr = tg.addr
 	version := "1.1"
-	if h2, err := t.wantH2(tg, pc.nc); h2 || err != nil {
+	if useH2, err := t.wantH2(tg, pc.nc); useH2 || err != nil {
 		if err == nil {
-			err = t.startH2(ctx, pc)
+			pc.h2, err = h2.Start(ctx, pc, &t.cfg.h2, pc.nc)
 		}
 		if err != nil {
 			pc.raw.Close()
@@ -134,7 +136,7 @@ func (t *Transport) finishDial(ctx context.Context, tg *target, pc *conn) (*conn
 	}
 	pc.tel = newConnTelemetry(tg.addr, pc.raw.RemoteAddr(), version)
 	if pc.h2 != nil {
-		pc.h2.start()
+		pc.h2.Ready()
 	}
 	return pc, nil
 }
@@ -425,4 +427,84 @@ func proxyAddr(u *url.URL) string {
 func basicAuth(u *url.Userinfo) string {
 	pass, _ := u.Password()
 	return "Basic " + base64.StdEncoding.EncodeToString([]byte(u.Username()+":"+pass))
+}
+
+// protocols returns the protocols the transport speaks: Protocols, or HTTP/1.1 and
+// HTTP/2 if it is nil or empty (HTTP/1.1 alone if TLSNextProto is non-nil without "h2",
+// as in net/http).
+func (t *Transport) protocols() http.Protocols {
+	if p := t.Protocols; p != nil && (p.HTTP1() || p.HTTP2() || p.UnencryptedHTTP2()) {
+		return *p
+	}
+	var p http.Protocols
+	p.SetHTTP1(true)
+	_, h2 := t.TLSNextProto["h2"]
+	p.SetHTTP2(t.TLSNextProto == nil || h2)
+	return p
+}
+
+// alpn returns the protocols to offer in a TLS handshake with tg's server.
+func (t *Transport) alpn(tg *target) []string {
+	p := t.cfg.protocols
+	switch {
+	case tg.h1Only:
+		return []string{"http/1.1"}
+	case p.HTTP2() && p.HTTP1():
+		return []string{"h2", "http/1.1"}
+	case p.HTTP2():
+		return []string{"h2"}
+	}
+	return []string{"http/1.1"}
+}
+
+// h2c reports whether http:// requests go straight to the server as unencrypted HTTP/2:
+// Protocols has UnencryptedHTTP2 and not HTTP1, as in net/http.
+func (t *Transport) h2c() bool {
+	p := t.cfg.protocols
+	return p.UnencryptedHTTP2() && !p.HTTP1()
+}
+
+// shareDials is the pool's ShareDials: requests to a server likely to speak HTTP/2 wait
+// for a dial in progress rather than dial their own.
+func (t *Transport) shareDials(key string) bool {
+	if t.DisableKeepAlives || strings.HasPrefix(key, h1KeyPrefix) {
+		return false
+	}
+	if rest, ok := strings.CutPrefix(key, "proxy "); ok {
+		// "proxy URL https://host:port" tunnels to a server; "proxy URL" carries http://
+		// requests in HTTP/1.1.
+		_, server, tunnel := strings.Cut(rest, " ")
+		return tunnel && strings.HasPrefix(server, "https://") && t.cfg.protocols.HTTP2()
+	}
+	switch {
+	case strings.HasPrefix(key, "https://"):
+		return t.cfg.protocols.HTTP2()
+	case strings.HasPrefix(key, "http://"):
+		return t.h2c()
+	}
+	return false
+}
+
+// wantH2 reports whether a new connection to tg over top speaks HTTP/2: the server chose
+// h2 in the TLS handshake, or unencrypted HTTP/2 is on for http://. It fails when the
+// connection can speak none of the transport's protocols.
+func (t *Transport) wantH2(tg *target, top net.Conn) (bool, error) {
+	p := t.cfg.protocols
+	if tc, ok := top.(*tls.Conn); ok && tg.scheme == "https" {
+		proto := tc.ConnectionState().NegotiatedProtocol
+		switch {
+		case proto == "h2":
+			return true, nil
+		case !p.HTTP1():
+			return false, fmt.Errorf("server chose %q, not h2, and HTTP/1 is off", proto)
+		}
+		return false, nil
+	}
+	if tg.scheme == "http" && tg.proxy == nil && t.h2c() && !tg.h1Only {
+		return true, nil
+	}
+	if !p.HTTP1() {
+		return false, errors.New("HTTP/1 is off and no other protocol serves this request")
+	}
+	return false, nil
 }

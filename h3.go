@@ -281,7 +281,7 @@ func (b *h3Body) release() {
 		b.cancel(nil)
 	}
 	pc := b.h.pc
-	pc.releaseUse(pc.Dead(), func() {
+	pc.ReleaseUse(pc.Dead(), func() {
 		// The pool dropped it at its last use: it takes no new requests (GOAWAY).
 		pc.Report(proto.Outcome{Kind: proto.GoAway})
 	})

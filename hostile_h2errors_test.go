@@ -10,7 +10,6 @@ import (
 	"net/http/httptrace"
 	"sync/atomic"
 	"testing"
-	"testing/synctest"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -122,131 +121,6 @@ func TestH2StreamErrorIsTyped(t *testing.T) {
 			}
 		})
 	}
-}
-
-// TestCanaryXnetConnectionError: h2ConnectionErrorCode recognises the error x/net fails a
-// stream with when its read loop ends on a connection error: x/net's ConnectionError built
-// by Go 1.26, net/http's own (unexported) built by Go 1.27. Both the frame parser's errors
-// (CountError names them) and the frame processing's (it does not: a flow-control
-// violation) are tried.
-func TestCanaryXnetConnectionError(t *testing.T) {
-	cases := []struct {
-		name    string
-		provoke func(fr *http2.Framer) error
-		want    http2.ErrCode
-	}{
-		{"frame parser", func(fr *http2.Framer) error {
-			return fr.WriteRawFrame(http2.FrameWindowUpdate, 0, 0, []byte{0, 0, 0, 0})
-		}, http2.ErrCodeProtocol},
-		{"frame processing", func(fr *http2.Framer) error {
-			return fr.WriteWindowUpdate(0, 1<<31-1)
-		}, http2.ErrCodeFlowControl},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) {
-				cc, p, _ := canaryClientConn(t, &http2.Transport{})
-				done := roundTripAsync(cc, canaryRequest("GET"))
-				p.wait(t, http2.FrameHeaders)
-				p.write(tc.provoke)
-				err := <-done
-				if code, ok := h2ConnectionErrorCode(err); !ok || code != tc.want {
-					t.Fatalf("%s: the stream failed with %q (%T): h2ConnectionErrorCode says %v %v, want %v true: update it",
-						xnetVersion(), err, err, code, ok, tc.want)
-				}
-			})
-		})
-	}
-}
-
-// TestCanaryXnetGoAwayErrorFirstStream: x/net fails the first stream of a connection above
-// the Last-Stream-ID of a GOAWAY with an error code with an error of its own, which
-// h2NotSent recognises by its text.
-func TestCanaryXnetGoAwayErrorFirstStream(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		cc, p, _ := canaryClientConn(t, &http2.Transport{})
-		done := roundTripAsync(cc, canaryRequest("POST"))
-		p.wait(t, http2.FrameHeaders)
-		p.write(func(fr *http2.Framer) error { return fr.WriteGoAway(0, http2.ErrCodeProtocol, nil) })
-		if err := <-done; err == nil || !h2NotSent(err) {
-			t.Fatalf("%s: the first stream, above a GOAWAY(0, PROTOCOL_ERROR), failed with %q (%T), which h2NotSent does not recognise: update it",
-				xnetVersion(), err, err)
-		}
-	})
-}
-
-// TestCanaryXnetStreamErrorAs: x/net's error for a stream the server reset is found by
-// errors.As as x/net's http2.StreamError on both engines (built by Go 1.27, net/http's own
-// StreamError converts itself).
-func TestCanaryXnetStreamErrorAs(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		cc, p, _ := canaryClientConn(t, &http2.Transport{})
-		done := roundTripAsync(cc, canaryRequest("GET"))
-		f := p.wait(t, http2.FrameHeaders)
-		p.write(func(fr *http2.Framer) error { return fr.WriteRSTStream(f.StreamID, http2.ErrCodeInternal) })
-		err := <-done
-		var se http2.StreamError
-		if !errors.As(err, &se) || se.Code != http2.ErrCodeInternal {
-			t.Fatalf("%s: a reset stream failed with %q (%T), which errors.As does not find as an http2.StreamError: update streamErr",
-				xnetVersion(), err, err)
-		}
-	})
-}
-
-// TestH2FlowAccount: the wire's account of the flow-control windows finds DATA beyond a
-// stream's window or the connection's, and a WINDOW_UPDATE past 2^31-1, and nothing in a
-// conversation that keeps to them.
-func TestH2FlowAccount(t *testing.T) {
-	const win = 1 << 16
-	open := func() *flowAccount {
-		f := &flowAccount{}
-		f.init()
-		f.sentSetting(settingInitialWindowSize, win)
-		f.sent(frameWindowUpdate, 0, 4, []byte{0, 0x10, 0, 0}) // the connection: 65535 + 1 MiB
-		f.sent(frameHeaders, 1, 10, nil)
-		return f
-	}
-	data := func(f *flowAccount, stream uint32, n int, end bool) {
-		var flags byte
-		if end {
-			flags = flagEndStream
-		}
-		f.received(frameData, flags, stream, n, nil)
-	}
-	t.Run("within the windows", func(t *testing.T) {
-		f := open()
-		data(f, 1, win, false)
-		f.sent(frameWindowUpdate, 1, 4, []byte{0, 0, 0x10, 0}) // 4 KiB more
-		data(f, 1, 4<<10, true)
-		data(f, 7, 1000, false) // a stream we reset: the connection's window only
-		if f.broken() {
-			t.Error("broken: got true, want false")
-		}
-	})
-	t.Run("beyond the stream's window", func(t *testing.T) {
-		f := open()
-		data(f, 1, win+1, false)
-		if !f.broken() {
-			t.Error("broken: got false, want true")
-		}
-	})
-	t.Run("beyond the connection's window", func(t *testing.T) {
-		f := open()
-		for s := uint32(3); s < 3+2*20; s += 2 {
-			f.sent(frameHeaders, s, 10, nil)
-			data(f, s, win, true)
-		}
-		if !f.broken() {
-			t.Error("broken: got false, want true")
-		}
-	})
-	t.Run("WINDOW_UPDATE past 2^31-1", func(t *testing.T) {
-		f := open()
-		f.received(frameWindowUpdate, 0, 0, 4, []byte{0x7f, 0xff, 0xff, 0xff})
-		if !f.broken() {
-			t.Error("broken: got false, want true")
-		}
-	})
 }
 
 // TestSwitchedBodyCloseInterruptsWrite: Close of a switched-protocol body cuts short a

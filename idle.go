@@ -13,9 +13,6 @@ import (
 // in CLOSE_WAIT); the pool retires it on idle timeout, idle limits and lifetime; each
 // retirement is a graceful close in the background with its reason.
 
-// aLongTimeAgo is a read deadline in the past: it makes a blocked read return at once.
-var aLongTimeAgo = time.Unix(1, 0)
-
 // Release is h1.Owner's: an HTTP/1.1 exchange is over. With nil the connection, its idle
 // watch started, goes back to the pool; otherwise (it was ended) it only leaves the
 // transport's active set.

@@ -12,6 +12,7 @@ import (
 	"sync"
 
 	"github.com/endwell/endwell/internal/h1"
+	"github.com/endwell/endwell/internal/proto"
 	"github.com/endwell/endwell/pool"
 	"github.com/endwell/endwell/shutdown"
 	"golang.org/x/net/http/httpguts"
@@ -70,7 +71,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			continue
 		}
 		if err != nil {
-			if attempt == 0 && errors.Is(err, errGoAwayAtOnce) && ctx.Err() == nil {
+			if attempt == 0 && errors.Is(err, proto.ErrGoAwayAtOnce) && ctx.Err() == nil {
 				// A new HTTP/2 connection refused every stream before the request was
 				// sent (a server's idle timer counted from the connection's start, a
 				// server going away): once more, on another connection, as net/http does.
@@ -85,7 +86,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		var mark int64
 		switch {
 		case pc.h2 != nil:
-			resp, err = pc.h2.roundTrip(req)
+			resp, err = pc.h2.RoundTrip(req)
 		case pc.h3 != nil:
 			resp, err = pc.h3.roundTrip(req)
 		default:
@@ -377,13 +378,13 @@ func (t *Transport) getConn(ctx context.Context, tg *target, trace *httptrace.Cl
 		pc.entry.CompareAndSwap(nil, e)
 		if pc.h2 != nil {
 			// HTTP/2 has no idle watcher: x/net's read loop watches the connection.
-			if !pc.h2.usable() {
+			if !pc.h2.Usable() {
 				if !info.Reused {
 					// A connection dialled for this request and refused at once: a GOAWAY
-					// that followed the ack of the server's SETTINGS (startH2 sees those
+					// that followed the ack of the server's SETTINGS (h2.Start sees those
 					// that came before), or an end. Dialling on could go on for ever with
 					// such a server.
-					return nil, false, &DialError{Op: "h2", Addr: tg.addr, Err: pc.h2.refusal()}
+					return nil, false, &DialError{Op: "h2", Addr: tg.addr, Err: pc.h2.Refusal()}
 				}
 				continue
 			}
@@ -391,7 +392,7 @@ func (t *Transport) getConn(ctx context.Context, tg *target, trace *httptrace.Cl
 			// internal/h3 watches the connection and reports its end.
 			if !pc.h3.usable() {
 				if !info.Reused {
-					return nil, false, &DialError{Op: "h3", Addr: tg.addr, Err: errGoAwayAtOnce}
+					return nil, false, &DialError{Op: "h3", Addr: tg.addr, Err: proto.ErrGoAwayAtOnce}
 				}
 				continue
 			}
@@ -485,9 +486,9 @@ func (t *Transport) doneActive(pc *conn) {
 	t.mu.Unlock()
 }
 
-// waitUnused waits until no request uses pc (HTTP/2: its streams have ended), or ctx is
+// WaitUnused (h2.Owner's) waits until no request uses pc (HTTP/2: its streams have ended), or ctx is
 // done. It tells p that the teardown waits, if it does.
-func (pc *conn) waitUnused(ctx context.Context, p *shutdown.Progress) error {
+func (pc *conn) WaitUnused(ctx context.Context, p *shutdown.Progress) error {
 	t := pc.t
 	t.mu.Lock()
 	if pc.activeUses == 0 {

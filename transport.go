@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/endwell/endwell/internal/h1"
+	"github.com/endwell/endwell/internal/h2"
 	"github.com/endwell/endwell/pool"
 	"github.com/endwell/endwell/shutdown"
 )
@@ -268,6 +269,7 @@ type config struct {
 	maxDrainTime          time.Duration
 	protocols             http.Protocols
 	h1                    h1.Config // HTTP/1.1's share, shared by its connections
+	h2                    h2.Config // HTTP/2's
 }
 
 func defaulted[T int | int64 | time.Duration](v, zero T) T {
@@ -316,6 +318,17 @@ func (t *Transport) init() {
 			DisableCompression:    t.DisableCompression,
 			DisableKeepAlives:     t.DisableKeepAlives,
 			OnRelease:             &t.onRelease,
+		}
+		c.h2 = h2.Config{
+			DisableCompression:    t.DisableCompression,
+			DisableKeepAlives:     t.DisableKeepAlives,
+			MaxHeaderBytes:        c.maxHeaderBytes,
+			ExpectContinueTimeout: c.expectContinueTimeout,
+			ResponseHeaderTimeout: c.responseHeaderTimeout,
+			ReadIdleTimeout:       t.ReadIdleTimeout,
+			PingTimeout:           t.PingTimeout,
+			SettingsTimeout:       c.tlsHandshakeTimeout,
+			HTTP2:                 t.HTTP2,
 		}
 		t.active = make(map[*conn]struct{})
 		t.initTelemetry()

@@ -22,7 +22,8 @@ type TLS struct {
 	// Raw is the watched connection under Conn.
 	Raw *Conn
 	// PeerClosed says the peer's close_notify has already been read (an idle connection the
-	// server closed): it is recorded as received.
+	// server closed): it is recorded as received. A layer above may say the same by noting
+	// CloseNotifyReceived in the Progress before this layer runs.
 	PeerClosed bool
 }
 

@@ -119,7 +119,7 @@ func (l *Layer) Graceful(ctx context.Context, p *shutdown.Progress) error {
 	c.kickWatcher() // the connection is dead: the watcher exits
 	if l.TLS != nil && c.peerClosed.Load() && c.watchErr == io.EOF && !l.TLS.Raw.PeerFIN() && !l.TLS.Raw.PeerReset() {
 		// TLS said EOF while TCP did not: the server's close_notify.
-		l.TLS.PeerClosed = true
+		p.Note(shutdown.CloseNotifyReceived)
 	}
 	return nil
 }

@@ -123,3 +123,8 @@ func (e *StreamError) Unwrap() error { return e.Err }
 func (e *StreamError) Is(target error) bool {
 	return target == ErrNotSent && e.Code == http2.ErrCodeRefusedStream
 }
+
+// ErrGoAwayAtOnce is a new connection's failure when the server sent GOAWAY with its
+// first frames (HTTP/2) or before the request could go out (HTTP/3): it takes no stream,
+// the request was not sent (RoundTrip tries once more on another connection).
+var ErrGoAwayAtOnce = errors.New("server sent GOAWAY at once")

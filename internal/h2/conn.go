@@ -1,10 +1,9 @@
 //lint:file-ignore SA1019 x/net's ClientConn is endwell's HTTP/2 engine, run over endwell's own wire; net/http's replacement (http.ClientConn) dials its own connections and sends no GOAWAY, so endwell cannot move yet
 
-package endwell
+package h2
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -17,11 +16,21 @@ import (
 
 	"github.com/endwell/endwell/internal/proto"
 	"github.com/endwell/endwell/shutdown"
+	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 )
 
+// Package h2 is endwell's HTTP/2: x/net's client connection (on Go 1.27 a wrapper of
+// net/http's own engine) run over a net.Conn of endwell's (the wire) that sees every
+// frame and writes endwell's own GOAWAY, the streams and their bodies, and the top layer
+// of an HTTP/2 connection's teardown stack.
+//
+// It decides nothing about the connection's fate: it reports what happened to its
+// [Owner] (the root package's connection) as a proto.Outcome. It imports neither the root
+// package nor pool/.
+//
 // HTTP/2 runs on golang.org/x/net/http2's client connection, behind h2Client, over a
-// net.Conn of ours (h2Wire) that sees every frame. The pool holds HTTP/2 connections like
+// net.Conn of ours (wire) that sees every frame. The pool holds HTTP/2 connections like
 // HTTP/1.1 ones, with the server's MAX_CONCURRENT_STREAMS as their capacity: each stream
 // takes one use, and the body's end gives it back. Every ending goes through the teardown
 // engine with the stack [h2, TLS, TCP]: the h2 layer says goodbye with GOAWAY(NO_ERROR,
@@ -47,11 +56,52 @@ func (c xnetClient) MaxStreams() int { return int(c.State().MaxConcurrentStreams
 // MAX_CONCURRENT_STREAMS: x/net's provisional limit, RFC 9113's recommended minimum.
 const defaultMaxStreams = 100
 
-// h2Conn is the HTTP/2 side of a conn.
-type h2Conn struct {
-	pc   *conn
-	cc   h2Client
-	wire *h2Wire
+// Owner is what the HTTP/2 code asks of the connection's owner: the decision of its
+// ending, and its place in the pool. Its methods are safe from any goroutine.
+type Owner interface {
+	// Report tells the owner what happened; the owner decides how the connection ends
+	// (the first decision wins).
+	Report(proto.Outcome) bool
+	// Dead reports whether the connection's ending was decided.
+	Dead() bool
+	// Cause returns the error requests see of the connection's ending: nil while it lives,
+	// and for a graceful ending.
+	Cause() error
+	// Unshare stops the pool handing the connection out; it reports true when no request
+	// uses it any more (the caller then ends it).
+	Unshare() bool
+	// Remove takes the connection out of the pool for good.
+	Remove()
+	// GiveBack gives back a use that a request got and will not make; it reports true
+	// when that was the last use of a connection the pool no longer hands out.
+	GiveBack() bool
+	// SetCapacity tells the pool how many streams the connection takes now.
+	SetCapacity(n int)
+	// ReleaseUse gives a stream's use back (see the root's conn.releaseUse).
+	ReleaseUse(broken bool, dropped func())
+	// WaitUnused waits until no request uses the connection, or ctx ends.
+	WaitUnused(ctx context.Context, p *shutdown.Progress) error
+}
+
+// Config is HTTP/2's share of the transport's configuration, defaults filled in.
+type Config struct {
+	DisableCompression    bool
+	DisableKeepAlives     bool
+	MaxHeaderBytes        int64
+	ExpectContinueTimeout time.Duration
+	ResponseHeaderTimeout time.Duration
+	ReadIdleTimeout       time.Duration // the Transport's; zero: HTTP2.SendPingTimeout
+	PingTimeout           time.Duration // the Transport's; zero: HTTP2.PingTimeout
+	SettingsTimeout       time.Duration // how long the server's SETTINGS may take
+	HTTP2                 *http.HTTP2Config
+}
+
+// Conn is the HTTP/2 side of a connection.
+type Conn struct {
+	owner Owner
+	cfg   *Config
+	cc    h2Client
+	wire  *wire
 
 	// ready is set once the dial has finished: from then on, x/net's closes go to the engine.
 	ready atomic.Bool
@@ -65,79 +115,26 @@ type h2Conn struct {
 	failing atomic.Bool
 }
 
-// protocols returns the protocols the transport speaks: Protocols, or HTTP/1.1 and
-// HTTP/2 if it is nil or empty (HTTP/1.1 alone if TLSNextProto is non-nil without "h2",
-// as in net/http).
-func (t *Transport) protocols() http.Protocols {
-	if p := t.Protocols; p != nil && (p.HTTP1() || p.HTTP2() || p.UnencryptedHTTP2()) {
-		return *p
-	}
-	var p http.Protocols
-	p.SetHTTP1(true)
-	_, h2 := t.TLSNextProto["h2"]
-	p.SetHTTP2(t.TLSNextProto == nil || h2)
-	return p
-}
-
-// alpn returns the protocols to offer in a TLS handshake with tg's server.
-func (t *Transport) alpn(tg *target) []string {
-	p := t.cfg.protocols
-	switch {
-	case tg.h1Only:
-		return []string{"http/1.1"}
-	case p.HTTP2() && p.HTTP1():
-		return []string{"h2", "http/1.1"}
-	case p.HTTP2():
-		return []string{"h2"}
-	}
-	return []string{"http/1.1"}
-}
-
-// h2c reports whether http:// requests go straight to the server as unencrypted HTTP/2:
-// Protocols has UnencryptedHTTP2 and not HTTP1, as in net/http.
-func (t *Transport) h2c() bool {
-	p := t.cfg.protocols
-	return p.UnencryptedHTTP2() && !p.HTTP1()
-}
-
-// shareDials is the pool's ShareDials: requests to a server likely to speak HTTP/2 wait
-// for a dial in progress rather than dial their own.
-func (t *Transport) shareDials(key string) bool {
-	if t.DisableKeepAlives || strings.HasPrefix(key, h1KeyPrefix) {
-		return false
-	}
-	if rest, ok := strings.CutPrefix(key, "proxy "); ok {
-		// "proxy URL https://host:port" tunnels to a server; "proxy URL" carries http://
-		// requests in HTTP/1.1.
-		_, server, tunnel := strings.Cut(rest, " ")
-		return tunnel && strings.HasPrefix(server, "https://") && t.cfg.protocols.HTTP2()
-	}
-	switch {
-	case strings.HasPrefix(key, "https://"):
-		return t.cfg.protocols.HTTP2()
-	case strings.HasPrefix(key, "http://"):
-		return t.h2c()
-	}
-	return false
-}
-
-// capacity is how many requests may use pc at once.
-func (pc *conn) capacity() int {
-	if pc.h2 == nil || pc.t.DisableKeepAlives {
+// Capacity is how many requests may use the connection at once: the server's
+// MAX_CONCURRENT_STREAMS (until it says, RFC 9113's recommended minimum); one under
+// DisableKeepAlives.
+func (h *Conn) Capacity() int {
+	if h.cfg.DisableKeepAlives {
 		return 1
 	}
-	if n := pc.h2.cc.MaxStreams(); n > 0 {
+	if n := h.cc.MaxStreams(); n > 0 {
 		return n
 	}
 	return defaultMaxStreams
 }
 
-// startH2 makes pc an HTTP/2 connection: it starts x/net's client connection over pc.nc and
-// waits for the server's SETTINGS, so that the pool learns the connection's capacity. On
-// error the caller closes the socket.
-func (t *Transport) startH2(ctx context.Context, pc *conn) error {
-	w := newH2Wire(pc.nc)
-	h := &h2Conn{pc: pc, wire: w}
+// Start makes nc an HTTP/2 connection: it starts x/net's client
+// connection and waits for the server's SETTINGS, so that the pool learns the connection's
+// capacity. On error the caller closes the socket. The connection reports to owner once
+// Ready was called.
+func Start(ctx context.Context, owner Owner, cfg *Config, nc net.Conn) (*Conn, error) {
+	w := newWire(nc)
+	h := &Conn{owner: owner, cfg: cfg, wire: w}
 	w.onPeerGoAway = h.peerGoAway
 	w.onClose = h.closedByNet
 	// x/net reads ExpectContinueTimeout (and nothing else it does not have itself) from
@@ -145,30 +142,30 @@ func (t *Transport) startH2(ctx context.Context, pc *conn) error {
 	// carries it. Its IdleConnTimeout stays 0: the pool times idle connections out, and
 	// ends them with a GOAWAY.
 	t1 := &http.Transport{
-		DisableCompression:     t.DisableCompression,
-		MaxResponseHeaderBytes: t.cfg.maxHeaderBytes,
-		ExpectContinueTimeout:  max(t.cfg.expectContinueTimeout, 0),
+		DisableCompression:     cfg.DisableCompression,
+		MaxResponseHeaderBytes: cfg.MaxHeaderBytes,
+		ExpectContinueTimeout:  max(cfg.ExpectContinueTimeout, 0),
 	}
 	t2, err := http2.ConfigureTransports(t1)
 	if err != nil {
 		w.writesOff.Store(true)
-		return err
+		return nil, err
 	}
-	t2.DisableCompression = t.DisableCompression
-	t2.MaxHeaderListSize = uint32(min(t.cfg.maxHeaderBytes, 1<<32-1))
-	t2.ReadIdleTimeout = max(t.ReadIdleTimeout, 0)
-	t2.PingTimeout = max(t.PingTimeout, 0)
+	t2.DisableCompression = cfg.DisableCompression
+	t2.MaxHeaderListSize = uint32(min(cfg.MaxHeaderBytes, 1<<32-1))
+	t2.ReadIdleTimeout = max(cfg.ReadIdleTimeout, 0)
+	t2.PingTimeout = max(cfg.PingTimeout, 0)
 	t2.CountError = h.countError
-	if c := t.HTTP2; c != nil {
+	if c := cfg.HTTP2; c != nil {
 		t2.MaxDecoderHeaderTableSize = uint32(max(c.MaxDecoderHeaderTableSize, 0))
 		t2.MaxEncoderHeaderTableSize = uint32(max(c.MaxEncoderHeaderTableSize, 0))
 		t2.MaxReadFrameSize = uint32(max(c.MaxReadFrameSize, 0))
 		t2.WriteByteTimeout = max(c.WriteByteTimeout, 0)
 		t2.StrictMaxConcurrentStreams = c.StrictMaxConcurrentRequests
-		if t.ReadIdleTimeout == 0 {
+		if cfg.ReadIdleTimeout == 0 {
 			t2.ReadIdleTimeout = max(c.SendPingTimeout, 0)
 		}
-		if t.PingTimeout == 0 {
+		if cfg.PingTimeout == 0 {
 			t2.PingTimeout = max(c.PingTimeout, 0)
 		}
 		if count := c.CountError; count != nil {
@@ -181,11 +178,11 @@ func (t *Transport) startH2(ctx context.Context, pc *conn) error {
 	cc, err := t2.NewClientConn(w)
 	if err != nil {
 		w.writesOff.Store(true)
-		return err
+		return nil, err
 	}
 	h.cc = xnetClient{cc}
 
-	wait := t.cfg.tlsHandshakeTimeout
+	wait := cfg.SettingsTimeout
 	if wait <= 0 {
 		wait = 10 * time.Second
 	}
@@ -204,19 +201,19 @@ func (t *Transport) startH2(ctx context.Context, pc *conn) error {
 		err = context.Cause(ctx)
 	}
 	if w.peerGoAway.Load() && ctx.Err() == nil {
-		err = errGoAwayAtOnce
+		err = proto.ErrGoAwayAtOnce
 	}
 	if err != nil {
 		w.writesOff.Store(true)
 		h.cc.Close() // fails nothing but x/net's own goroutines, once the socket closes
-		return err
+		return nil, err
 	}
-	pc.h2 = h
-	return nil
+	return h, nil
 }
 
-// start hands the connection's endings to the engine, once the dial has made pc whole.
-func (h *h2Conn) start() {
+// Ready hands the connection's endings to the owner, once the dial has made it whole:
+// until then, what x/net does is the dial's to see.
+func (h *Conn) Ready() {
 	h.ready.Store(true)
 	if h.wire.closed.Load() {
 		// x/net closed the connection between the SETTINGS and now.
@@ -224,32 +221,8 @@ func (h *h2Conn) start() {
 	}
 }
 
-// wantH2 reports whether a new connection to tg over top speaks HTTP/2: the server chose
-// h2 in the TLS handshake, or unencrypted HTTP/2 is on for http://. It fails when the
-// connection can speak none of the transport's protocols.
-func (t *Transport) wantH2(tg *target, top net.Conn) (bool, error) {
-	p := t.cfg.protocols
-	if tc, ok := top.(*tls.Conn); ok && tg.scheme == "https" {
-		proto := tc.ConnectionState().NegotiatedProtocol
-		switch {
-		case proto == "h2":
-			return true, nil
-		case !p.HTTP1():
-			return false, fmt.Errorf("server chose %q, not h2, and HTTP/1 is off", proto)
-		}
-		return false, nil
-	}
-	if tg.scheme == "http" && tg.proxy == nil && t.h2c() && !tg.h1Only {
-		return true, nil
-	}
-	if !p.HTTP1() {
-		return false, errors.New("HTTP/1 is off and no other protocol serves this request")
-	}
-	return false, nil
-}
-
 // countError is x/net's CountError hook: it tells why x/net closes a connection.
-func (h *h2Conn) countError(errType string) {
+func (h *Conn) countError(errType string) {
 	switch {
 	case errType == "conn_close_lost_ping":
 		h.lostPing.Store(true)
@@ -268,55 +241,52 @@ func (h *h2Conn) countError(errType string) {
 // peerGoAway runs in x/net's read loop when the server's GOAWAY arrives, before x/net
 // processes it: the pool hands the connection out no more, and it ends once its last
 // stream does (at once if it is idle).
-func (h *h2Conn) peerGoAway(lastStreamID, code uint32) {
-	pc := h.pc
+func (h *Conn) peerGoAway() {
 	if !h.ready.Load() {
 		return // the dial sees it
 	}
-	if e := pc.entry.Load(); e != nil && pc.t.pool.Unshare(e) {
+	if h.owner.Unshare() {
 		h.endGoAway()
 	}
 }
 
 // endGoAway ends a connection that the server sent GOAWAY on, once its last stream is done.
-func (h *h2Conn) endGoAway() {
-	pc := h.pc
+func (h *Conn) endGoAway() {
 	if code := h.wire.peerCode.Load(); code != uint32(http2.ErrCodeNo) {
-		pc.Report(proto.Outcome{Kind: proto.Failed,
-			Cause: &ProtocolError{Err: &h2ConnError{Code: http2.ErrCode(code), Remote: true}}})
+		h.owner.Report(proto.Outcome{Kind: proto.Failed,
+			Cause: &proto.ProtocolError{Err: &proto.H2ConnError{Code: http2.ErrCode(code), Remote: true}}})
 		return
 	}
-	pc.Report(proto.Outcome{Kind: proto.GoAway})
+	h.owner.Report(proto.Outcome{Kind: proto.GoAway})
 }
 
 // closedByNet runs when x/net closes the connection's net.Conn: x/net is done with it. If
 // endwell has not decided how the connection ends, x/net's story says: a lost ping, a
 // connection error, a read or write error abort it; a server's goodbye or x/net's own
 // decision not to reuse the connection end it gracefully.
-func (h *h2Conn) closedByNet() {
-	pc := h.pc
-	if !h.ready.Load() || pc.Dead() || h.failing.Load() {
+func (h *Conn) closedByNet() {
+	if !h.ready.Load() || h.owner.Dead() || h.failing.Load() {
 		return
 	}
 	w := h.wire
 	rerr := w.readError()
 	switch {
 	case h.lostPing.Load():
-		pc.Report(proto.Outcome{Kind: proto.Failed, Cause: errH2PingTimeout})
+		h.owner.Report(proto.Outcome{Kind: proto.Failed, Cause: errH2PingTimeout})
 	case w.goAwaySent.Load() && w.goAwayCode.Load() != uint32(http2.ErrCodeNo):
 		code := http2.ErrCode(w.goAwayCode.Load())
-		pc.Report(proto.Outcome{Kind: proto.Failed, Cause: &ProtocolError{Err: &h2ConnError{Code: code}}})
+		h.owner.Report(proto.Outcome{Kind: proto.Failed, Cause: &proto.ProtocolError{Err: &proto.H2ConnError{Code: code}}})
 	case w.writeError() != nil:
 		err := w.writeError()
-		pc.Report(proto.Outcome{Kind: proto.Failed, Cause: err})
+		h.owner.Report(proto.Outcome{Kind: proto.Failed, Cause: err})
 	case w.peerGoAway.Load():
 		h.endGoAway()
 	case rerr == io.EOF:
-		pc.Report(proto.Outcome{Kind: proto.PeerClosed})
+		h.owner.Report(proto.Outcome{Kind: proto.PeerClosed})
 	case rerr != nil:
-		pc.Report(proto.Outcome{Kind: proto.Failed, Cause: rerr})
+		h.owner.Report(proto.Outcome{Kind: proto.Failed, Cause: rerr})
 	case h.noReuse.Load():
-		pc.Report(proto.Outcome{Kind: proto.ServerClose})
+		h.owner.Report(proto.Outcome{Kind: proto.ServerClose})
 	default:
 		// x/net's read loop ended without an I/O error: the server broke the protocol.
 		h.connError(h.readLoopCode())
@@ -327,7 +297,7 @@ func (h *h2Conn) closedByNet() {
 // without an I/O error: the one x/net's CountError named (the frame parser's errors), else
 // FLOW_CONTROL_ERROR if the server broke flow control, else PROTOCOL_ERROR, the only other
 // code x/net's frame processing ends a connection with.
-func (h *h2Conn) readLoopCode() http2.ErrCode {
+func (h *Conn) readLoopCode() http2.ErrCode {
 	switch {
 	case h.connErr.Load() != uint32(http2.ErrCodeNo):
 		return http2.ErrCode(h.connErr.Load())
@@ -347,28 +317,25 @@ func (h *h2Conn) readLoopCode() http2.ErrCode {
 // streams that fails returns the cause. Then it leaves the pool, and the goodbye: x/net
 // queues a GOAWAY with the code but never flushes it before closing, so endwell writes it
 // (within 250 ms, as x/net bounds its own), then launches the abort.
-func (h *h2Conn) connError(code http2.ErrCode) error {
-	pc := h.pc
-	cause := error(&ProtocolError{Err: &h2ConnError{Code: code}})
+func (h *Conn) connError(code http2.ErrCode) error {
+	cause := error(&proto.ProtocolError{Err: &proto.H2ConnError{Code: code}})
 	h.failing.Store(true)
-	pc.Report(proto.Outcome{Kind: proto.Failed, Cause: cause, Goodbye: func() {
+	h.owner.Report(proto.Outcome{Kind: proto.Failed, Cause: cause, Goodbye: func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
 		h.wire.sendGoAway(ctx, code)
 		cancel()
 	}})
-	if c := pc.Cause(); c != nil {
+	if c := h.owner.Cause(); c != nil {
 		return c
 	}
 	return cause // the connection was ending already, gracefully: the stream's error is this
 }
 
-type h2ConnError = proto.H2ConnError
-
-// h2ConnectionErrorCode returns the code of the HTTP/2 connection error that err is (or
+// connectionErrorCode returns the code of the HTTP/2 connection error that err is (or
 // wraps), if it is one: x/net's http2.ConnectionError built by Go 1.26, net/http's own
 // (of an unexported package, told by its name and kind) when x/net wraps net/http's
 // engine, built by Go 1.27. TestCanaryXnetConnectionError fences both.
-func h2ConnectionErrorCode(err error) (http2.ErrCode, bool) {
+func connectionErrorCode(err error) (http2.ErrCode, bool) {
 	for ; err != nil; err = errors.Unwrap(err) {
 		if ce, ok := err.(http2.ConnectionError); ok {
 			return http2.ErrCode(ce), true
@@ -381,37 +348,31 @@ func h2ConnectionErrorCode(err error) (http2.ErrCode, bool) {
 	return http2.ErrCodeNo, false
 }
 
-// errGoAwayAtOnce is a new connection's failure when the server sent GOAWAY with its
+// proto.ErrGoAwayAtOnce is a new connection's failure when the server sent GOAWAY with its
 // first frames: it takes no stream, the request was not sent (RoundTrip tries once more on
 // another connection).
-var errGoAwayAtOnce = errors.New("server sent GOAWAY at once")
 
-var errH2PingTimeout error = &timeoutError{Msg: "endwell: HTTP/2 connection lost: no answer to PING"}
+var errH2PingTimeout error = &proto.TimeoutError{Msg: "endwell: HTTP/2 connection lost: no answer to PING"}
 
 // refreshCapacity tells the pool the server's new MAX_CONCURRENT_STREAMS after a SETTINGS
 // that followed the first one.
-func (h *h2Conn) refreshCapacity() {
+func (h *Conn) refreshCapacity() {
 	if !h.wire.settingsDirty.CompareAndSwap(true, false) {
 		return
 	}
-	if e := h.pc.entry.Load(); e != nil {
-		h.pc.t.pool.SetCapacity(e, h.pc.capacity())
-	}
+	h.owner.SetCapacity(h.Capacity())
 }
 
-// usable reports whether a connection that Get just handed out may take the request. If
-// not, it gives the use back (ending the connection as need be).
-func (h *h2Conn) usable() bool {
-	pc := h.pc
-	t := pc.t
-	e := pc.entry.Load()
+// Usable reports whether a connection that the pool just handed out may take a request.
+// If not, it gives the use back (ending the connection as need be).
+func (h *Conn) Usable() bool {
 	switch {
 	case h.broken():
-		t.pool.Remove(e)
+		h.owner.Remove()
 		return false
 	case h.wire.peerGoAway.Load():
-		t.pool.Unshare(e)
-		if t.pool.Put(e) {
+		h.owner.Unshare()
+		if h.owner.GiveBack() {
 			h.endGoAway()
 		}
 		return false
@@ -422,41 +383,39 @@ func (h *h2Conn) usable() bool {
 // broken reports whether the connection must take no more requests: it is ending, or
 // x/net's read loop is over (x/net closes the connection next, and closedByNet decides
 // how it ends).
-func (h *h2Conn) broken() bool {
+func (h *Conn) broken() bool {
 	w := h.wire
-	return h.pc.Dead() || h.failing.Load() || h.pc.Cause() != nil ||
+	return h.owner.Dead() || h.failing.Load() || h.owner.Cause() != nil ||
 		w.closed.Load() || w.readError() != nil
 }
 
-// refusal says why a new connection that usable turned down takes no request.
-func (h *h2Conn) refusal() error {
+// Refusal says why a new connection that Usable turned down takes no request.
+func (h *Conn) Refusal() error {
 	if h.wire.peerGoAway.Load() {
-		return errGoAwayAtOnce
+		return proto.ErrGoAwayAtOnce
 	}
-	if cause := h.pc.Cause(); cause != nil {
+	if cause := h.owner.Cause(); cause != nil {
 		return cause
 	}
 	return net.ErrClosed
 }
 
-// roundTrip runs req on a new stream of the connection. The stream's use of the pool is
+// RoundTrip runs req on a new stream of the connection. The stream's use of the pool is
 // given back when its body ends (EOF, error or Close), or at once on error.
-func (h *h2Conn) roundTrip(req *http.Request) (*http.Response, error) {
-	pc := h.pc
-	t := pc.t
+func (h *Conn) RoundTrip(req *http.Request) (*http.Response, error) {
 	h.refreshCapacity()
-	if req.Close || hasToken(req.Header["Connection"], "close") {
+	if req.Close || httpguts.HeaderValuesContainsToken(req.Header["Connection"], "close") {
 		// x/net closes the connection after this stream; take it out of circulation now.
 		h.noReuse.Store(true)
-		t.pool.Unshare(pc.entry.Load())
+		h.owner.Unshare()
 	}
 	// The stream and its body come in one allocation.
 	body := &h2Body{stream: h2Stream{h: h}}
 	s := &body.stream
-	if d := t.cfg.responseHeaderTimeout; d > 0 {
+	if d := h.cfg.ResponseHeaderTimeout; d > 0 {
 		ctx, cancel := context.WithCancelCause(req.Context())
 		s.cancel = cancel
-		s.headerTimer = time.AfterFunc(d, func() { cancel(ErrResponseHeaderTimeout) })
+		s.headerTimer = time.AfterFunc(d, func() { cancel(proto.ErrResponseHeaderTimeout) })
 		req = req.WithContext(ctx) // a shallow copy: the caller's request is not changed
 	}
 	resp, err := h.cc.RoundTrip(req)
@@ -482,17 +441,6 @@ func (h *h2Conn) roundTrip(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
-func hasToken(vs []string, token string) bool {
-	for _, v := range vs {
-		for f := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(f), token) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
 // isXnetNoBody reports whether b is x/net's empty body, which it returns for HEAD requests
 // and responses that ended with their headers; the stream is then over.
 func isXnetNoBody(b io.ReadCloser) bool {
@@ -505,7 +453,7 @@ func isXnetNoBody(b io.ReadCloser) bool {
 
 // h2Stream is one request's use of an HTTP/2 connection.
 type h2Stream struct {
-	h           *h2Conn
+	h           *Conn
 	cancel      context.CancelCauseFunc // ends the request's header-timeout context; nil if none
 	headerTimer *time.Timer
 	released    atomic.Bool
@@ -525,12 +473,12 @@ func (s *h2Stream) release() {
 	h.refreshCapacity()
 	// A broken connection goes back to the pool never: closedByNet or connError decides
 	// how it ends, if nothing has yet.
-	h.pc.releaseUse(h.broken(), func() {
+	h.owner.ReleaseUse(h.broken(), func() {
 		if h.wire.peerGoAway.Load() {
 			h.endGoAway()
 			return
 		}
-		h.pc.Report(proto.Outcome{Kind: proto.ServerClose})
+		h.owner.Report(proto.Outcome{Kind: proto.ServerClose})
 	})
 }
 
@@ -538,9 +486,9 @@ func (s *h2Stream) release() {
 // or the timeout or cancellation that ended the request.
 func (s *h2Stream) requestErr(req *http.Request, err error) error {
 	ctx := req.Context()
-	if ctx.Err() != nil && s.h.pc.Cause() == nil {
-		if cause := context.Cause(ctx); cause == ErrResponseHeaderTimeout {
-			return ErrResponseHeaderTimeout
+	if ctx.Err() != nil && s.h.owner.Cause() == nil {
+		if cause := context.Cause(ctx); cause == proto.ErrResponseHeaderTimeout {
+			return proto.ErrResponseHeaderTimeout
 		}
 		if errors.Is(err, ctx.Err()) {
 			return ctx.Err()
@@ -553,15 +501,14 @@ func (s *h2Stream) requestErr(req *http.Request, err error) error {
 // caller sees, at a stable depth whatever the timing:
 //   - a connection error: the *ProtocolError that ended the connection (connError decides
 //     it here if x/net's closing of the connection has not yet);
-//   - why endwell ended the connection, if it did, marked ErrNotSent if the server never
+//   - why endwell ended the connection, if it did, marked proto.ErrNotSent if the server never
 //     saw the stream;
 //   - a stream error (RST_STREAM): a *StreamError;
-//   - else x/net's error, marked ErrNotSent when the server never saw the stream, or
-//     ErrServerClosedConn when it closed the connection before answering.
+//   - else x/net's error, marked proto.ErrNotSent when the server never saw the stream, or
+//     proto.ErrServerClosedConn when it closed the connection before answering.
 func (s *h2Stream) streamErr(err error) error {
 	h := s.h
-	pc := h.pc
-	if code, ok := h2ConnectionErrorCode(err); ok {
+	if code, ok := connectionErrorCode(err); ok {
 		return h.connError(code)
 	}
 	if code := h.connErr.Load(); code != uint32(http2.ErrCodeNo) {
@@ -570,8 +517,8 @@ func (s *h2Stream) streamErr(err error) error {
 		return h.connError(http2.ErrCode(code))
 	}
 	notSent := h2NotSent(err)
-	if cause := pc.Cause(); cause != nil {
-		if notSent && !errors.Is(cause, ErrNotSent) {
+	if cause := h.owner.Cause(); cause != nil {
+		if notSent && !errors.Is(cause, proto.ErrNotSent) {
 			return &h2Error{err: cause, notSent: true}
 		}
 		return cause
@@ -584,7 +531,7 @@ func (s *h2Stream) streamErr(err error) error {
 			// x/net failed this stream for it, or for the close that followed, before the
 			// connection's end was decided (endGoAway, when its last stream is done): the
 			// same typed error the decision carries, whichever engine and timing.
-			pe := &ProtocolError{Err: &h2ConnError{Code: code, Remote: true}}
+			pe := &proto.ProtocolError{Err: &proto.H2ConnError{Code: code, Remote: true}}
 			if notSent {
 				return &h2Error{err: pe, notSent: true}
 			}
@@ -593,7 +540,7 @@ func (s *h2Stream) streamErr(err error) error {
 	}
 	switch {
 	case isStreamErr:
-		return &StreamError{StreamID: se.StreamID, Code: se.Code, Err: err}
+		return &proto.StreamError{StreamID: se.StreamID, Code: se.Code, Err: err}
 	case notSent:
 		return &h2Error{err: err, notSent: true}
 	case h2ServerClosed(err):
@@ -630,9 +577,9 @@ func h2ServerClosed(err error) bool {
 	return errors.As(err, &gae) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)
 }
 
-// h2Error is an HTTP/2 request error that endwell classified: errors.Is(err, ErrNotSent)
+// h2Error is an HTTP/2 request error that endwell classified: errors.Is(err, proto.ErrNotSent)
 // is true for a stream the server never processed (safe to retry whatever its method),
-// errors.Is(err, ErrServerClosedConn) for one whose connection the server closed before
+// errors.Is(err, proto.ErrServerClosedConn) for one whose connection the server closed before
 // answering. It unwraps to x/net's error.
 type h2Error struct {
 	err          error
@@ -649,7 +596,7 @@ func (e *h2Error) Error() string {
 }
 func (e *h2Error) Unwrap() error { return e.err }
 func (e *h2Error) Is(target error) bool {
-	return e.notSent && target == ErrNotSent || e.serverClosed && target == ErrServerClosedConn
+	return e.notSent && target == proto.ErrNotSent || e.serverClosed && target == proto.ErrServerClosedConn
 }
 
 // h2Body is an HTTP/2 response body: it gives the stream's use back when it ends.
@@ -657,19 +604,19 @@ type h2Body struct {
 	rc     io.ReadCloser
 	s      *h2Stream // &stream
 	stream h2Stream
-	closed atomic.Bool // Close was called: Read returns ErrBodyClosed
+	closed atomic.Bool // Close was called: Read returns proto.ErrBodyClosed
 }
 
 func (b *h2Body) Read(p []byte) (int, error) {
 	if b.closed.Load() {
-		return 0, ErrBodyClosed
+		return 0, proto.ErrBodyClosed
 	}
 	n, err := b.rc.Read(p)
 	if err != nil {
 		switch {
 		case b.closed.Load():
 			// A Close while this Read was blocked: x/net's own error says the same.
-			err = ErrBodyClosed
+			err = proto.ErrBodyClosed
 		case err != io.EOF:
 			err = b.s.streamErr(err)
 		}
@@ -679,7 +626,7 @@ func (b *h2Body) Read(p []byte) (int, error) {
 }
 
 // Close ends the body. Before its end, x/net resets the stream (RST_STREAM CANCEL) and the
-// connection lives on. A Read after Close, or blocked during it, returns ErrBodyClosed.
+// connection lives on. A Read after Close, or blocked during it, returns proto.ErrBodyClosed.
 func (b *h2Body) Close() error {
 	b.closed.Store(true)
 	err := b.rc.Close()
@@ -687,11 +634,11 @@ func (b *h2Body) Close() error {
 	return err
 }
 
-// h2Layer is the top of an HTTP/2 connection's teardown stack: its goodbye is GOAWAY
+// Layer is the top of an HTTP/2 connection's teardown stack: its goodbye is GOAWAY
 // (NO_ERROR, last-stream-id 0), written by endwell on its wire once the open streams end.
-type h2Layer struct {
-	h   *h2Conn
-	tls *shutdown.TLS // the TLS layer below, or nil
+type Layer struct {
+	H   *Conn
+	TLS *shutdown.TLS // the TLS layer below, or nil: its Raw tells TLS's EOF from TCP's
 }
 
 // Graceful waits for the connection's open streams to end, then writes GOAWAY on the wire
@@ -702,23 +649,22 @@ type h2Layer struct {
 // x/net's ClientConn.Shutdown is not used: built by Go 1.26 it sends a GOAWAY before the
 // streams end, built by Go 1.27 (a wrapper of net/http's HTTP/2) none at all. The wait
 // and the frame are endwell's on both.
-func (l *h2Layer) Graceful(ctx context.Context, p *shutdown.Progress) error {
-	h := l.h
+func (l *Layer) Graceful(ctx context.Context, p *shutdown.Progress) error {
+	h := l.H
 	w := h.wire
 	if rerr := w.readError(); rerr != nil {
-		raw := h.pc.raw
-		if l.tls != nil && rerr == io.EOF && !raw.PeerFIN() && !raw.PeerReset() {
-			l.tls.PeerClosed = true // TLS said EOF while TCP did not: the server's close_notify
+		if l.TLS != nil && rerr == io.EOF && !l.TLS.Raw.PeerFIN() && !l.TLS.Raw.PeerReset() {
+			p.Note(shutdown.CloseNotifyReceived) // TLS said EOF while TCP did not: the server's
 		}
 		w.writesOff.Store(true)
 		h.cc.Close()
 		return nil
 	}
-	err := h.pc.waitUnused(ctx, p)
+	err := h.owner.WaitUnused(ctx, p)
 	if err == nil && h.failing.Load() {
 		// A connection error while the streams ended (connError has sent its GOAWAY):
 		// no goodbye below either.
-		err = h.pc.Cause()
+		err = h.owner.Cause()
 	}
 	if err == nil {
 		err = w.sendGoAway(ctx, http2.ErrCodeNo)
@@ -739,7 +685,7 @@ func (l *h2Layer) Graceful(ctx context.Context, p *shutdown.Progress) error {
 
 // Abort fails the open streams and sends nothing: no GOAWAY(NO_ERROR), and x/net's close
 // closes nothing (the layers below close the socket, without close_notify).
-func (l *h2Layer) Abort() {
-	l.h.wire.writesOff.Store(true)
-	l.h.cc.Close()
+func (l *Layer) Abort() {
+	l.H.wire.writesOff.Store(true)
+	l.H.cc.Close()
 }

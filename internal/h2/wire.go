@@ -1,4 +1,4 @@
-package endwell
+package h2
 
 import (
 	"context"
@@ -144,7 +144,7 @@ func (s *frameScanner) endOfPart() {
 	}
 }
 
-// h2Wire is the net.Conn that x/net's client connection runs over: the TLS session (or TCP,
+// wire is the net.Conn that x/net's client connection runs over: the TLS session (or TCP,
 // for unencrypted HTTP/2) seen through endwell's eyes.
 //
 //   - It sees every frame x/net writes, and sets the Last-Stream-ID of each GOAWAY to 0:
@@ -155,13 +155,13 @@ func (s *frameScanner) endOfPart() {
 //   - Its Close never closes anything: it tells endwell that x/net is done with the
 //     connection, which then ends through the teardown engine (tls.Conn.Close would send
 //     close_notify, aborts included).
-type h2Wire struct {
+type wire struct {
 	net.Conn           // the *tls.Conn, or the TCP connection for unencrypted HTTP/2
 	tls      *tls.Conn // nil for unencrypted HTTP/2
 
 	// onPeerGoAway is called from x/net's read loop, inside Read, when a GOAWAY from the
 	// server has arrived whole. onClose is called once, from Close.
-	onPeerGoAway func(lastStreamID uint32, code uint32)
+	onPeerGoAway func()
 	onClose      func()
 
 	wmu     sync.Mutex // guards out and scratch, and serialises writes
@@ -187,7 +187,6 @@ type h2Wire struct {
 	goAwayCode  atomic.Uint32         // the error code of the last GOAWAY that went out
 	peerGoAway  atomic.Bool           // the server sent a GOAWAY
 	peerCode    atomic.Uint32         // its error code
-	peerLastID  atomic.Uint32         // its Last-Stream-ID
 	readErr     atomic.Pointer[error] // the first error a Read returned
 	writeErr    atomic.Pointer[error] // the first error a Write returned
 	closed      atomic.Bool           // x/net called Close
@@ -200,10 +199,20 @@ type h2Wire struct {
 	reading chan struct{} // buffered 1
 }
 
-var errWireClosed = &closedError{"endwell: HTTP/2 connection is being closed"}
+// errWireClosed is what x/net's writes get once the teardown owns the connection. It
+// unwraps to net.ErrClosed.
+// aLongTimeAgo is a deadline in the past: it makes a blocked read return at once.
+var aLongTimeAgo = time.Unix(1, 0)
 
-func newH2Wire(nc net.Conn) *h2Wire {
-	w := &h2Wire{
+var errWireClosed error = wireClosedError{}
+
+type wireClosedError struct{}
+
+func (wireClosedError) Error() string { return "endwell: HTTP/2 connection is being closed" }
+func (wireClosedError) Unwrap() error { return net.ErrClosed }
+
+func newWire(nc net.Conn) *wire {
+	w := &wire{
 		Conn:          nc,
 		settingsAcked: make(chan struct{}),
 		closedByNet:   make(chan struct{}),
@@ -219,7 +228,7 @@ func newH2Wire(nc net.Conn) *h2Wire {
 }
 
 // sawOutgoing runs under wmu, from scan.
-func (w *h2Wire) sawOutgoing(typ, flags byte, head []byte) {
+func (w *wire) sawOutgoing(typ, flags byte, head []byte) {
 	w.flow.sent(typ, w.out.streamID(), w.out.length(), head)
 	switch typ {
 	case frameGoAway:
@@ -240,24 +249,21 @@ func (w *h2Wire) sawOutgoing(typ, flags byte, head []byte) {
 }
 
 // sawIncoming runs in x/net's read loop, from Read.
-func (w *h2Wire) sawIncoming(typ, flags byte, head []byte) {
+func (w *wire) sawIncoming(typ, flags byte, head []byte) {
 	w.flow.received(typ, flags, w.in.streamID(), w.in.length(), head)
 	if typ != frameGoAway || len(head) < 8 {
 		return
 	}
-	last := binary.BigEndian.Uint32(head[0:4]) & (1<<31 - 1)
-	code := binary.BigEndian.Uint32(head[4:8])
-	w.peerLastID.Store(last)
-	w.peerCode.Store(code)
+	w.peerCode.Store(binary.BigEndian.Uint32(head[4:8]))
 	w.peerGoAway.Store(true)
 	if w.onPeerGoAway != nil {
-		w.onPeerGoAway(last, code)
+		w.onPeerGoAway()
 	}
 }
 
 // Read reads from the connection, watching the server's frames. Its first error ends x/net's
 // read loop.
-func (w *h2Wire) Read(p []byte) (int, error) {
+func (w *wire) Read(p []byte) (int, error) {
 	w.reading <- struct{}{}
 	if w.readsOff.Load() {
 		<-w.reading
@@ -275,7 +281,7 @@ func (w *h2Wire) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (w *h2Wire) readEnded(err error) {
+func (w *wire) readEnded(err error) {
 	w.readErr.CompareAndSwap(nil, &err)
 }
 
@@ -283,7 +289,7 @@ func (w *h2Wire) readEnded(err error) {
 // reads (a reader blocked in the socket would also hold its read lock, which the TLS
 // layer's peek needs). It waits for a Read in the socket to return, or ctx; a Read after
 // it fails at once.
-func (w *h2Wire) stopReads(ctx context.Context) error {
+func (w *wire) stopReads(ctx context.Context) error {
 	w.readsOff.Store(true)
 	w.Conn.SetReadDeadline(aLongTimeAgo)
 	defer w.Conn.SetReadDeadline(time.Time{})
@@ -306,7 +312,7 @@ func (w *h2Wire) stopReads(ctx context.Context) error {
 // no more than w across the write: the locking and scanning before it, and the unlocking
 // and bookkeeping after it, run out of line, and there is no defer (nothing below recovers
 // from a panic in tls.Conn.Write, which ends the program anyway).
-func (w *h2Wire) Write(p []byte) (int, error) {
+func (w *wire) Write(p []byte) (int, error) {
 	if w.writesOff.Load() {
 		return 0, errWireClosed
 	}
@@ -317,7 +323,7 @@ func (w *h2Wire) Write(p []byte) (int, error) {
 // startWrite takes wmu and runs the out scanner over p. It returns what to write.
 //
 //go:noinline
-func (w *h2Wire) startWrite(p []byte) []byte {
+func (w *wire) startWrite(p []byte) []byte {
 	w.wmu.Lock()
 	w.sentGoAway = false
 	return w.out.scan(p, true, &w.scratch)
@@ -327,7 +333,7 @@ func (w *h2Wire) startWrite(p []byte) []byte {
 // n and err.
 //
 //go:noinline
-func (w *h2Wire) endWrite(n int, err error) (int, error) {
+func (w *wire) endWrite(n int, err error) (int, error) {
 	if err != nil {
 		e := err // a copy, so that err itself does not escape on every write
 		w.writeErr.CompareAndSwap(nil, &e)
@@ -346,7 +352,7 @@ func (w *h2Wire) endWrite(n int, err error) (int, error) {
 // in the middle of a frame (a big DATA frame goes out in several writes), sendGoAway
 // waits for the frame's end. ctx bounds the wait and the write: its deadline becomes the
 // write's. It fails if the teardown already owns the wire or the write failed.
-func (w *h2Wire) sendGoAway(ctx context.Context, code http2.ErrCode) error {
+func (w *wire) sendGoAway(ctx context.Context, code http2.ErrCode) error {
 	var f [frameHeaderLen + 8]byte
 	f[2] = 8 // length
 	f[3] = frameGoAway
@@ -390,7 +396,7 @@ func (w *h2Wire) sendGoAway(ctx context.Context, code http2.ErrCode) error {
 
 // Close tells endwell that x/net is done with the connection. It closes nothing: the
 // connection ends through the teardown engine, with the mode its story calls for.
-func (w *h2Wire) Close() error {
+func (w *wire) Close() error {
 	if w.closed.CompareAndSwap(false, true) {
 		close(w.closedByNet)
 		if w.onClose != nil {
@@ -401,7 +407,7 @@ func (w *h2Wire) Close() error {
 }
 
 // ConnectionState returns the TLS state, so that x/net fills [http.Response.TLS].
-func (w *h2Wire) ConnectionState() tls.ConnectionState {
+func (w *wire) ConnectionState() tls.ConnectionState {
 	if w.tls == nil {
 		return tls.ConnectionState{}
 	}
@@ -409,7 +415,7 @@ func (w *h2Wire) ConnectionState() tls.ConnectionState {
 }
 
 // readError returns the first error a Read returned, or nil.
-func (w *h2Wire) readError() error {
+func (w *wire) readError() error {
 	if p := w.readErr.Load(); p != nil {
 		return *p
 	}
@@ -417,14 +423,14 @@ func (w *h2Wire) readError() error {
 }
 
 // writeError returns the first error a Write returned, or nil.
-func (w *h2Wire) writeError() error {
+func (w *wire) writeError() error {
 	if p := w.writeErr.Load(); p != nil {
 		return *p
 	}
 	return nil
 }
 
-var _ net.Conn = (*h2Wire)(nil)
+var _ net.Conn = (*wire)(nil)
 
 var errNoSettings = errors.New("no SETTINGS from the server")
 
