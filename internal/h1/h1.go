@@ -322,70 +322,57 @@ func (ex *exchange) waitBody(d time.Duration) error {
 	}
 }
 
-// readResponse reads the response headers (skipping 1xx) and hands back the response with
-// a body that returns the connection when it ends.
+// readResponse reads the response headers (skipping 1xx) within ResponseHeaderTimeout and
+// hands back the response with a body that returns the connection when it ends.
 func (ex *exchange) readResponse() (*http.Response, error) {
-	c, req, trace := ex.c, ex.req, ex.trace
 	var headerTimer *time.Timer
-	if d := c.cfg.ResponseHeaderTimeout; d > 0 {
+	if d := ex.c.cfg.ResponseHeaderTimeout; d > 0 {
 		headerTimer = time.AfterFunc(d, func() {
-			c.abort(proto.ErrResponseHeaderTimeout)
+			ex.c.abort(proto.ErrResponseHeaderTimeout)
 		})
 	}
-	stopHeaderTimer := func() bool { return headerTimer == nil || headerTimer.Stop() }
+	resp, err := ex.readHeader()
+	if headerTimer != nil && !headerTimer.Stop() && err == nil {
+		// The timer fired and aborted the connection; report the timeout.
+		err = proto.ErrResponseHeaderTimeout
+	}
+	if err != nil {
+		return nil, ex.fail(err)
+	}
+	return ex.deliver(resp)
+}
 
-	var resp *http.Response
-	// 1xx responses count against MaxResponseHeaderBytes together with the final one, as
-	// in net/http, unless a Got1xxResponse hook saw them: each it saw starts a new count.
+// readHeader reads the header of the final response, skipping 1xx responses (each goes to
+// the trace's hooks; a 100 Continue releases a body that waits for it).
+//
+// 1xx responses count against MaxResponseHeaderBytes together with the final one, as in
+// net/http, unless a Got1xxResponse hook saw them: each it saw starts a new count.
+func (ex *exchange) readHeader() (*http.Response, error) {
+	c, trace := ex.c, ex.trace
 	c.readLimit = c.cfg.MaxHeaderBytes
-	for n1xx := 0; ; n1xx++ {
-		if n1xx == 0 {
-			if _, err := c.br.Peek(1); err != nil {
-				stopHeaderTimer()
-				if c.owner.Cause() == nil && c.writtenSince(ex.mark) > 0 && PeerGone(err) {
-					err = fmt.Errorf("%w: %w", proto.ErrServerClosedConn, err)
-				}
-				return nil, ex.fail(err)
-			}
-			if trace != nil && trace.GotFirstResponseByte != nil {
-				trace.GotFirstResponseByte()
-			}
+	defer func() { c.readLimit = noLimit }()
+	if _, err := c.br.Peek(1); err != nil {
+		if c.owner.Cause() == nil && c.writtenSince(ex.mark) > 0 && PeerGone(err) {
+			err = fmt.Errorf("%w: %w", proto.ErrServerClosedConn, err)
 		}
-		var err error
-		resp, err = http.ReadResponse(c.br, req)
+		return nil, err
+	}
+	if trace != nil && trace.GotFirstResponseByte != nil {
+		trace.GotFirstResponseByte()
+	}
+	for {
+		resp, err := http.ReadResponse(c.br, ex.req)
 		if err != nil {
-			stopHeaderTimer()
-			if c.owner.Cause() == nil {
-				switch {
-				case errors.Is(err, proto.ErrHeaderTooLarge) || c.readLimit <= 0:
-					// At the limit, the parser may see a line cut short by it, and
-					// call that malformed: the limit is the cause.
-					err = &proto.ProtocolError{Err: proto.ErrHeaderTooLarge}
-				case PeerGone(err) || isTimeout(err):
-				case c.br.Buffered() == 0 && (c.raw.PeerReset() || c.raw.PeerFIN()):
-					// The server hung up mid-header: bufio's ReadLine hands over the
-					// line cut short as if it were whole and drops the read error, so
-					// the parser calls it malformed. The hang-up is the cause.
-					cause := io.ErrUnexpectedEOF
-					if c.raw.PeerReset() {
-						cause = syscall.ECONNRESET
-					}
-					err = fmt.Errorf("response headers cut short: %w", cause)
-				default:
-					err = &proto.ProtocolError{Err: err}
-				}
-			}
-			return nil, ex.fail(err)
+			return nil, ex.headerErr(err)
 		}
 		code := resp.StatusCode
-		if code < 100 {
+		switch {
+		case code < 100:
 			// http.ReadResponse takes any three digits, "000" included; a status
 			// under 100 exists in no class (RFC 9110, section 15).
-			stopHeaderTimer()
-			return nil, ex.fail(&proto.ProtocolError{Err: fmt.Errorf("invalid status code %03d", code)})
-		}
-		if code > 199 || code == http.StatusSwitchingProtocols {
-			break
+			return nil, &proto.ProtocolError{Err: fmt.Errorf("invalid status code %03d", code)}
+		case code > 199 || code == http.StatusSwitchingProtocols:
+			return resp, nil
 		}
 		if code == http.StatusContinue && ex.bw != nil && ex.bw.cont != nil && !ex.bw.contSent {
 			// The 100 Continue the request asked for (Got100Continue fires for that one
@@ -398,17 +385,46 @@ func (ex *exchange) readResponse() (*http.Response, error) {
 		}
 		if trace != nil && trace.Got1xxResponse != nil {
 			if err := trace.Got1xxResponse(code, textproto.MIMEHeader(resp.Header)); err != nil {
-				stopHeaderTimer()
-				return nil, ex.fail(err)
+				return nil, err
 			}
 			c.readLimit = c.cfg.MaxHeaderBytes
 		}
 	}
-	c.readLimit = noLimit
-	if !stopHeaderTimer() {
-		// The timer fired and aborted the connection; report the timeout.
-		return nil, ex.fail(proto.ErrResponseHeaderTimeout)
+}
+
+// headerErr says what a failure of http.ReadResponse was, unless the connection was ended
+// from elsewhere (whose cause fail then reports): the header limit, the server gone or
+// timed out, a header cut short by the server's hang-up, or a malformed header.
+func (ex *exchange) headerErr(err error) error {
+	c := ex.c
+	if c.owner.Cause() != nil {
+		return err
 	}
+	switch {
+	case errors.Is(err, proto.ErrHeaderTooLarge) || c.readLimit <= 0:
+		// At the limit, the parser may see a line cut short by it, and call that
+		// malformed: the limit is the cause.
+		return &proto.ProtocolError{Err: proto.ErrHeaderTooLarge}
+	case PeerGone(err) || isTimeout(err):
+		return err
+	case c.br.Buffered() == 0 && (c.raw.PeerReset() || c.raw.PeerFIN()):
+		// The server hung up mid-header: bufio's ReadLine hands over the line cut short
+		// as if it were whole and drops the read error, so the parser calls it malformed.
+		// The hang-up is the cause.
+		cause := io.ErrUnexpectedEOF
+		if c.raw.PeerReset() {
+			cause = syscall.ECONNRESET
+		}
+		return fmt.Errorf("response headers cut short: %w", cause)
+	}
+	return &proto.ProtocolError{Err: err}
+}
+
+// deliver readies the final response for the caller: the connection's reuse as it says,
+// the body that waited for a 100 Continue sent or withheld, its TLS state, and its body,
+// which ends the exchange when it ends (a 101 hands the connection over instead).
+func (ex *exchange) deliver(resp *http.Response) (*http.Response, error) {
+	c := ex.c
 	if resp.Close {
 		ex.noReuse = true
 	}
@@ -416,8 +432,7 @@ func (ex *exchange) readResponse() (*http.Response, error) {
 		// A final answer without 100 Continue. As net/http: if the connection is to be
 		// kept, the body goes out all the same (the server reads or discards it, and the
 		// connection stays in step); if it closes, the body is not sent.
-		send := !ex.noReuse
-		ex.bw.cont <- send
+		ex.bw.cont <- !ex.noReuse
 		ex.bw.contSent = true
 	}
 	resp.TLS = nil

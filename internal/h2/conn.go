@@ -190,7 +190,7 @@ func Start(ctx context.Context, owner Owner, cfg *Config, nc net.Conn) (*Conn, e
 	defer timer.Stop()
 	select {
 	case <-w.settingsAcked:
-	case <-w.closedByNet:
+	case <-w.closeCalled:
 		err = w.readError()
 		if err == nil {
 			err = errNoSettings

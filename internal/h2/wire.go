@@ -190,7 +190,7 @@ type wire struct {
 	readErr     atomic.Pointer[error] // the first error a Read returned
 	writeErr    atomic.Pointer[error] // the first error a Write returned
 	closed      atomic.Bool           // x/net called Close
-	closedByNet chan struct{}         // closed when x/net called Close
+	closeCalled chan struct{}         // closed when x/net called Close
 
 	readsOff atomic.Bool // stopReads was called: Read fails at once
 	// reading holds a token while a Read is in the socket: stopReads takes it to know that
@@ -215,7 +215,7 @@ func newWire(nc net.Conn) *wire {
 	w := &wire{
 		Conn:          nc,
 		settingsAcked: make(chan struct{}),
-		closedByNet:   make(chan struct{}),
+		closeCalled:   make(chan struct{}),
 		reading:       make(chan struct{}, 1),
 	}
 	w.tls, _ = nc.(*tls.Conn)
@@ -398,7 +398,7 @@ func (w *wire) sendGoAway(ctx context.Context, code http2.ErrCode) error {
 // connection ends through the teardown engine, with the mode its story calls for.
 func (w *wire) Close() error {
 	if w.closed.CompareAndSwap(false, true) {
-		close(w.closedByNet)
+		close(w.closeCalled)
 		if w.onClose != nil {
 			w.onClose()
 		}
