@@ -42,63 +42,64 @@ type altSvcs struct {
 type altSvc struct {
 	authority   string    // the alternative's host:port
 	expires     time.Time // the advertisement's max age runs out
-	tg          *target   // the HTTP/3 target, made once
+	key         poolKey   // the alternative's pool key
 	dialing     bool      // a background dial is under way
 	up          int       // HTTP/3 connections of the alternative that are up
 	brokenUntil time.Time // not used before then
 	failures    int       // failures in a row
 }
 
-// route returns the HTTP/3 target for tg's origin if its alternative is up, else nil. An
-// alternative that is known, not broken and not yet up is dialled in the background.
-func (a *altSvcs) route(t *Transport, tg *target) *target {
+// route returns the pool key of the HTTP/3 alternative of key's origin, and true, if it
+// is up. An alternative that is known, not broken and not yet up is dialled in the
+// background.
+func (a *altSvcs) route(t *Transport, key poolKey) (poolKey, bool) {
 	a.mu.Lock()
-	alt := a.m[tg.addr]
+	alt := a.m[key.addr]
 	if alt == nil {
 		a.mu.Unlock()
-		return nil
+		return poolKey{}, false
 	}
 	now := time.Now()
 	switch {
 	case now.After(alt.expires):
-		delete(a.m, tg.addr)
+		delete(a.m, key.addr)
 	case now.Before(alt.brokenUntil):
 	case alt.up > 0:
-		h3tg := alt.tg
+		h3 := alt.key
 		a.mu.Unlock()
-		return h3tg
+		return h3, true
 	case !alt.dialing:
 		alt.dialing = true
-		h3tg := alt.tg
+		h3 := alt.key
 		a.mu.Unlock()
 		// The background dial: one QUIC connection for the origin, put in the pool
 		// for its next requests. It ends with the dial (bounded by the handshake
 		// timeout, and cancelled by Close and Shutdown).
-		go a.warm(t, tg.addr, h3tg)
-		return nil
+		go a.warm(t, key.addr, h3)
+		return poolKey{}, false
 	}
 	a.mu.Unlock()
-	return nil
+	return poolKey{}, false
 }
 
-// warm dials the alternative h3tg of origin through the pool and leaves the connection
+// warm dials the alternative h3 of origin through the pool and leaves the connection
 // idle there.
-func (a *altSvcs) warm(t *Transport, origin string, h3tg *target) {
+func (a *altSvcs) warm(t *Transport, origin string, h3 poolKey) {
 	d := t.cfg.tlsHandshakeTimeout
 	if d <= 0 {
 		d = 10 * time.Second
 	}
-	ctx, cancel := context.WithTimeout(context.WithValue(context.Background(), targetKey{}, h3tg), d)
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	e, _, err := t.pool.Get(ctx, h3tg.key)
+	e, _, err := t.pool.Get(ctx, h3)
 	a.mu.Lock()
 	alt := a.m[origin]
-	if alt != nil && alt.tg == h3tg {
+	if alt != nil && alt.key == h3 {
 		alt.dialing = false
 	}
 	a.mu.Unlock()
 	if err != nil {
-		a.broken(origin, h3tg)
+		a.broken(origin, h3)
 		return
 	}
 	pc := e.Value
@@ -107,7 +108,7 @@ func (a *altSvcs) warm(t *Transport, origin string, h3tg *target) {
 		return
 	}
 	a.mu.Lock()
-	if alt := a.m[origin]; alt != nil && alt.tg == h3tg {
+	if alt := a.m[origin]; alt != nil && alt.key == h3 {
 		alt.up++
 		alt.failures = 0
 		pc.h3.alt = alt
@@ -130,12 +131,12 @@ func (a *altSvcs) down(h *h3Conn) {
 // altSvcOn reports whether HTTP/3 alternatives are learnt and used.
 func (t *Transport) altSvcOn() bool { return t.HTTP3 != nil && !t.HTTP3.Only }
 
-// broken marks origin's alternative h3tg as not to be used for a while.
-func (a *altSvcs) broken(origin string, h3tg *target) {
+// broken marks origin's alternative h3 as not to be used for a while.
+func (a *altSvcs) broken(origin string, h3 poolKey) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	alt := a.m[origin]
-	if alt == nil || alt.tg != h3tg {
+	if alt == nil || alt.key != h3 {
 		return
 	}
 	d := altSvcBrokenBase << min(alt.failures, 20)
@@ -146,19 +147,19 @@ func (a *altSvcs) broken(origin string, h3tg *target) {
 	alt.brokenUntil = time.Now().Add(d)
 }
 
-// learn reads the Alt-Svc header of a response from tg's origin, received over TCP.
-func (a *altSvcs) learn(t *Transport, tg *target, h http.Header) {
+// learn reads the Alt-Svc header of a response from key's origin, received over TCP.
+func (a *altSvcs) learn(t *Transport, key poolKey, h http.Header) {
 	vs := h["Alt-Svc"]
 	if len(vs) == 0 {
 		return
 	}
-	authority, maxAge, clear, ok := parseAltSvcH3(vs, tg.host)
+	authority, maxAge, clear, ok := parseAltSvcH3(vs, key.host)
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	old := a.m[tg.addr]
+	old := a.m[key.addr]
 	switch {
 	case clear:
-		delete(a.m, tg.addr)
+		delete(a.m, key.addr)
 		return
 	case !ok:
 		return
@@ -169,14 +170,8 @@ func (a *altSvcs) learn(t *Transport, tg *target, h http.Header) {
 	if a.m == nil || len(a.m) >= maxAltSvcOrigins {
 		a.m = make(map[string]*altSvc)
 	}
-	h3tg := &target{
-		key:    h3KeyPrefix + "https://" + tg.addr + " " + authority,
-		scheme: "https",
-		addr:   authority,
-		host:   tg.host,
-		h3:     true,
-	}
-	a.m[tg.addr] = &altSvc{authority: authority, expires: time.Now().Add(maxAge), tg: h3tg}
+	h3 := poolKey{scheme: "https", addr: authority, host: key.host, h3: true, origin: key.addr}
+	a.m[key.addr] = &altSvc{authority: authority, expires: time.Now().Add(maxAge), key: h3}
 }
 
 // parseAltSvcH3 finds the first "h3" alternative in the Alt-Svc field values vs (RFC 7838,

@@ -166,7 +166,7 @@ func TestAltSvcFallback(t *testing.T) {
 func TestAltSvcClear(t *testing.T) {
 	var tr Transport
 	tr.HTTP3 = &HTTP3Config{}
-	tg := &target{addr: "origin.test:443", host: "origin.test"}
+	tg := poolKey{scheme: "https", addr: "origin.test:443", host: "origin.test"}
 	tr.alts.learn(&tr, tg, http.Header{"Alt-Svc": {`h3=":443"`}})
 	if tr.alts.m[tg.addr] == nil {
 		t.Fatal("the alternative was not learnt")

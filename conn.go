@@ -18,8 +18,8 @@ import (
 // or h3: exactly one is set once the dial has finished.
 type conn struct {
 	t      *Transport
-	key    string
-	entry  atomic.Pointer[pool.Conn[*conn]]
+	key    poolKey
+	entry  atomic.Pointer[pool.Conn[poolKey, *conn]]
 	raw    *shutdown.Conn // the TCP socket, watched
 	tlsc   *tls.Conn      // the TLS session HTTP runs over, or nil
 	tunnel *tls.Conn      // the TLS session to an https proxy under tlsc, or nil
@@ -46,7 +46,7 @@ type conn struct {
 	state atomic.Int32 // a connState, for the open_connections metric
 }
 
-func newConn(t *Transport, key string, raw *shutdown.Conn, nc net.Conn) *conn {
+func newConn(t *Transport, key poolKey, raw *shutdown.Conn, nc net.Conn) *conn {
 	pc := &conn{t: t, key: key, raw: raw, nc: nc, created: time.Now()}
 	if tc, ok := nc.(*tls.Conn); ok {
 		pc.tlsc = tc

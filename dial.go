@@ -12,7 +12,6 @@ import (
 	"net/http/httptrace"
 	"net/url"
 	"runtime"
-	"strings"
 	"sync"
 	"time"
 	"weak"
@@ -23,13 +22,42 @@ import (
 	"golang.org/x/net/proxy"
 )
 
-// dialForPool is the pool's Dial: it makes a connection for key's target (see dialTarget),
-// through its proxy if any, with TLS for https. ctx is the request's, without its
-// cancellation: a dial outlives a cancelled request and serves the next one.
-func (t *Transport) dialForPool(ctx context.Context, key string) (*conn, int, error) {
-	tg := t.dialTarget(ctx, key)
-	if tg == nil {
-		return nil, 0, fmt.Errorf("endwell: no dial target for %q", key)
+// target is what a dial makes of its pool key: the key, with its proxy's URL parsed.
+type target struct {
+	poolKey
+	proxyURL *url.URL // nil for a direct connection
+}
+
+// dialTarget makes the target of a dial from its key alone.
+//
+// The proxy's URL is parsed again from the String that the key holds, rather than handed
+// from the request (through ctx, or a map by key): a dial serves whichever request of its
+// key comes first, and the key already takes proxy URLs with the same String for one
+// proxy, so the URL parsed from it is the proxy of every request the dial may serve. Only
+// the pointer differs from the one Proxy returned: GetProxyConnectHeader and
+// OnProxyConnectResponse see an equal URL. A map would have to be bounded and pruned to
+// keep one request's pointer, which the others of the key don't share anyway.
+func dialTarget(key poolKey) (*target, error) {
+	tg := &target{poolKey: key}
+	if key.proxy != "" {
+		u, err := url.Parse(key.proxy)
+		if err != nil {
+			// A URL made by hand whose String does not parse (url.Parse's error would
+			// repeat the URL, password included).
+			return nil, &DialError{Op: "proxy", Err: errors.New("the proxy URL does not parse from its String")}
+		}
+		tg.proxyURL = u
+	}
+	return tg, nil
+}
+
+// dialForPool is the pool's Dial: it makes a connection for key (see dialTarget), through
+// its proxy if any, with TLS for https. ctx is the request's, without its cancellation: a
+// dial outlives a cancelled request and serves the next one.
+func (t *Transport) dialForPool(ctx context.Context, key poolKey) (*conn, int, error) {
+	tg, err := dialTarget(key)
+	if err != nil {
+		return nil, 0, err
 	}
 	if tg.h3 {
 		pc, err := t.dialH3(ctx, tg)
@@ -53,22 +81,22 @@ func (t *Transport) dialForPool(ctx context.Context, key string) (*conn, int, er
 func (t *Transport) dial(ctx context.Context, tg *target) (*conn, error) {
 	trace := httptrace.ContextClientTrace(ctx)
 	dialAddr := tg.addr
-	if tg.proxy != nil {
-		dialAddr = proxyAddr(tg.proxy)
+	if tg.proxyURL != nil {
+		dialAddr = proxyAddr(tg.proxyURL)
 	}
-	if tg.scheme == "https" && tg.proxy == nil && t.cfg.dialTLS != nil {
+	if tg.scheme == "https" && tg.proxyURL == nil && t.cfg.dialTLS != nil {
 		return t.dialUserTLS(ctx, tg, trace)
 	}
 	var nc net.Conn
 	var err error
 	reached := false // the SOCKS proxy was reached, and refused or failed the connection
-	if tg.proxy != nil && isSOCKS(tg.proxy) {
+	if tg.proxyURL != nil && isSOCKS(tg.proxyURL) {
 		nc, reached, err = t.dialSOCKS(ctx, tg)
 	} else {
 		nc, err = t.dialTCP(ctx, dialAddr)
 	}
 	if err != nil {
-		if tg.proxy == nil {
+		if tg.proxyURL == nil {
 			return nil, dialFailure("dial", dialAddr, err, false)
 		}
 		return nil, dialFailure("proxy", dialAddr, err, !reached)
@@ -79,15 +107,15 @@ func (t *Transport) dial(ctx context.Context, tg *target) (*conn, error) {
 
 	var top net.Conn = raw
 	var tunnel *tls.Conn
-	if tg.proxy != nil && tg.proxy.Scheme == "https" {
-		tunnel, err = t.handshake(ctx, raw, tg.proxy.Hostname(), []string{"http/1.1"}, trace)
+	if tg.proxyURL != nil && tg.proxyURL.Scheme == "https" {
+		tunnel, err = t.handshake(ctx, raw, tg.proxyURL.Hostname(), []string{"http/1.1"}, trace)
 		if err != nil {
 			abort()
 			return nil, dialFailure("tls", dialAddr, err, true)
 		}
 		top = tunnel
 	}
-	if tg.proxy != nil && tg.scheme == "https" && !isSOCKS(tg.proxy) {
+	if tg.proxyURL != nil && tg.scheme == "https" && !isSOCKS(tg.proxyURL) {
 		if err := t.connect(ctx, top, tg); err != nil {
 			abort()
 			return nil, dialFailure("proxy", dialAddr, err, false)
@@ -107,7 +135,7 @@ func (t *Transport) dial(ctx context.Context, tg *target) (*conn, error) {
 		}
 		top = tc
 	}
-	pc := newConn(t, tg.key, raw, top)
+	pc := newConn(t, tg.poolKey, raw, top)
 	pc.tunnel, pc.tunnelWatch = tunnel, tunnelWatch
 	return t.finishDial(ctx, tg, pc)
 }
@@ -116,6 +144,11 @@ func (t *Transport) dial(ctx context.Context, tg *target) (*conn, error) {
 // On error it closes pc's socket.
 func (t *Transport) finishDial(ctx context.Context, tg *target, pc *conn) (*conn, error) {
 	pc.serverAddr = tg.addr
+	if pc.serverAddr == "" {
+		// http:// through an HTTP proxy: the connection serves every server, and its
+		// key names none.
+		pc.serverAddr = proxyAddr(tg.proxyURL)
+	}
 	version := "1.1"
 	if useH2, err := t.wantH2(tg, pc.nc); useH2 || err != nil {
 		if err == nil {
@@ -123,18 +156,18 @@ func (t *Transport) finishDial(ctx context.Context, tg *target, pc *conn) (*conn
 		}
 		if err != nil {
 			pc.raw.Close()
-			return nil, &DialError{Op: "h2", Addr: tg.addr, Err: err}
+			return nil, &DialError{Op: "h2", Addr: pc.serverAddr, Err: err}
 		}
 		version = "2"
 	} else {
 		// http:// requests through an HTTP proxy go to it in absolute form.
-		proxied, auth := tg.proxy != nil && tg.scheme == "http" && !isSOCKS(tg.proxy), ""
-		if proxied && tg.proxy.User != nil {
-			auth = basicAuth(tg.proxy.User)
+		proxied, auth := tg.proxyURL != nil && tg.scheme == "http" && !isSOCKS(tg.proxyURL), ""
+		if proxied && tg.proxyURL.User != nil {
+			auth = basicAuth(tg.proxyURL.User)
 		}
 		pc.h1 = h1.New(pc, &t.cfg.h1, pc.nc, pc.raw, proxied, auth)
 	}
-	pc.tel = newConnTelemetry(tg.addr, pc.raw.RemoteAddr(), version)
+	pc.tel = newConnTelemetry(pc.serverAddr, pc.raw.RemoteAddr(), version)
 	if pc.h2 != nil {
 		pc.h2.Ready()
 	}
@@ -156,7 +189,7 @@ func (t *Transport) dialUserTLS(ctx context.Context, tg *target, trace *httptrac
 	if !ok {
 		// An opaque connection: no TLS layer of ours over it.
 		raw := shutdown.Watch(c)
-		return t.finishDial(ctx, tg, newConn(t, tg.key, raw, raw))
+		return t.finishDial(ctx, tg, newConn(t, tg.poolKey, raw, raw))
 	}
 	raw := shutdown.Watch(tc.NetConn())
 	if !tc.ConnectionState().HandshakeComplete {
@@ -172,7 +205,7 @@ func (t *Transport) dialUserTLS(ctx context.Context, tg *target, trace *httptrac
 			return nil, dialFailure("tls", tg.addr, err, false)
 		}
 	}
-	return t.finishDial(ctx, tg, newConn(t, tg.key, raw, tc))
+	return t.finishDial(ctx, tg, newConn(t, tg.poolKey, raw, tc))
 }
 
 // dialTCP dials addr with the transport's dialer. httptrace's DNS and Connect hooks fire
@@ -230,7 +263,7 @@ func (t *Transport) tlsConfig(serverName string, alpn []string) *tls.Config {
 func (t *Transport) connect(ctx context.Context, c net.Conn, tg *target) error {
 	var hdr http.Header
 	if t.GetProxyConnectHeader != nil {
-		h, err := t.GetProxyConnectHeader(ctx, tg.proxy, tg.addr)
+		h, err := t.GetProxyConnectHeader(ctx, tg.proxyURL, tg.addr)
 		if err != nil {
 			return err
 		}
@@ -241,8 +274,8 @@ func (t *Transport) connect(ctx context.Context, c net.Conn, tg *target) error {
 	if hdr == nil {
 		hdr = make(http.Header)
 	}
-	if tg.proxy.User != nil && hdr.Get("Proxy-Authorization") == "" {
-		hdr.Set("Proxy-Authorization", basicAuth(tg.proxy.User))
+	if tg.proxyURL.User != nil && hdr.Get("Proxy-Authorization") == "" {
+		hdr.Set("Proxy-Authorization", basicAuth(tg.proxyURL.User))
 	}
 	req := &http.Request{
 		Method: http.MethodConnect,
@@ -276,7 +309,7 @@ func (t *Transport) connect(ctx context.Context, c net.Conn, tg *target) error {
 	}
 	resp.Body.Close()
 	if t.OnProxyConnectResponse != nil {
-		if err := t.OnProxyConnectResponse(ctx, tg.proxy, req, resp); err != nil {
+		if err := t.OnProxyConnectResponse(ctx, tg.proxyURL, req, resp); err != nil {
 			return err
 		}
 	}
@@ -303,7 +336,7 @@ func isSOCKS(u *url.URL) bool { return u.Scheme == "socks5" || u.Scheme == "sock
 // the SOCKS exchange's), not the dial's.
 func (t *Transport) dialSOCKS(ctx context.Context, tg *target) (nc net.Conn, reached bool, err error) {
 	var auth *proxy.Auth
-	if u := tg.proxy.User; u != nil {
+	if u := tg.proxyURL.User; u != nil {
 		auth = &proxy.Auth{User: u.Username()}
 		auth.Password, _ = u.Password()
 	}
@@ -313,7 +346,7 @@ func (t *Transport) dialSOCKS(ctx context.Context, tg *target) (nc net.Conn, rea
 		nc, dialErr = c, err
 		return c, err
 	})
-	d, err := proxy.SOCKS5("tcp", proxyAddr(tg.proxy), auth, fwd)
+	d, err := proxy.SOCKS5("tcp", proxyAddr(tg.proxyURL), auth, fwd)
 	if err != nil {
 		return nil, false, err
 	}
@@ -466,20 +499,18 @@ func (t *Transport) h2c() bool {
 
 // shareDials is the pool's ShareDials: requests to a server likely to speak HTTP/2 wait
 // for a dial in progress rather than dial their own.
-func (t *Transport) shareDials(key string) bool {
-	if t.DisableKeepAlives || strings.HasPrefix(key, h1KeyPrefix) {
-		return false
-	}
-	if rest, ok := strings.CutPrefix(key, "proxy "); ok {
-		// "proxy URL https://host:port" tunnels to a server; "proxy URL" carries http://
-		// requests in HTTP/1.1.
-		_, server, tunnel := strings.Cut(rest, " ")
-		return tunnel && strings.HasPrefix(server, "https://") && t.cfg.protocols.HTTP2()
-	}
+func (t *Transport) shareDials(key poolKey) bool {
 	switch {
-	case strings.HasPrefix(key, "https://"):
+	case t.DisableKeepAlives, key.h1Only, key.h3:
+		// HTTP/3 keys share dials only once a connection has told its capacity.
+		return false
+	case key.proxy != "":
+		// A tunnel (CONNECT, SOCKS) to an https server may speak HTTP/2; http://
+		// requests go through a proxy in HTTP/1.1.
+		return key.addr != "" && key.scheme == "https" && t.cfg.protocols.HTTP2()
+	case key.scheme == "https":
 		return t.cfg.protocols.HTTP2()
-	case strings.HasPrefix(key, "http://"):
+	case key.scheme == "http":
 		return t.h2c()
 	}
 	return false
@@ -500,7 +531,7 @@ func (t *Transport) wantH2(tg *target, top net.Conn) (bool, error) {
 		}
 		return false, nil
 	}
-	if tg.scheme == "http" && tg.proxy == nil && t.h2c() && !tg.h1Only {
+	if tg.scheme == "http" && tg.proxyURL == nil && t.h2c() && !tg.h1Only {
 		return true, nil
 	}
 	if !p.HTTP1() {

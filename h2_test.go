@@ -606,15 +606,15 @@ func TestH2ShareDials(t *testing.T) {
 	tests := []struct {
 		name string
 		tr   *Transport
-		key  string
+		key  poolKey
 		want bool
 	}{
-		{"https", &Transport{}, "https://example.com:443", true},
-		{"http", &Transport{}, "http://example.com:80", false},
-		{"http with unencrypted HTTP/2", &Transport{Protocols: h2c}, "http://example.com:80", true},
-		{"https through a proxy", &Transport{}, "proxy http://proxy:3128 https://example.com:443", true},
-		{"http through an https proxy", &Transport{}, "proxy https://proxy:443", false},
-		{"keep-alives disabled", &Transport{DisableKeepAlives: true}, "https://example.com:443", false},
+		{"https", &Transport{}, poolKey{scheme: "https", addr: "example.com:443", host: "example.com"}, true},
+		{"http", &Transport{}, poolKey{scheme: "http", addr: "example.com:80", host: "example.com"}, false},
+		{"http with unencrypted HTTP/2", &Transport{Protocols: h2c}, poolKey{scheme: "http", addr: "example.com:80", host: "example.com"}, true},
+		{"https through a proxy", &Transport{}, poolKey{scheme: "https", addr: "example.com:443", host: "example.com", proxy: "http://proxy:3128"}, true},
+		{"http through an https proxy", &Transport{}, poolKey{scheme: "http", proxy: "https://proxy:443"}, false},
+		{"keep-alives disabled", &Transport{DisableKeepAlives: true}, poolKey{scheme: "https", addr: "example.com:443", host: "example.com"}, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -60,9 +60,6 @@ func (t *Transport) h3Only(scheme string) bool {
 	return scheme == "https" && t.HTTP3 != nil && t.HTTP3.Only
 }
 
-// h3KeyPrefix starts the pool keys of HTTP/3 targets.
-const h3KeyPrefix = "h3 "
-
 // dialH3 makes an HTTP/3 connection to tg's server.
 func (t *Transport) dialH3(ctx context.Context, tg *target) (*conn, error) {
 	h := &h3Conn{}
@@ -81,7 +78,7 @@ func (t *Transport) dialH3(ctx context.Context, tg *target) (*conn, error) {
 	if err != nil {
 		return nil, &DialError{Op: "h3", Addr: tg.addr, Err: err}
 	}
-	pc := &conn{t: t, key: tg.key, created: time.Now(), serverAddr: tg.addr}
+	pc := &conn{t: t, key: tg.poolKey, created: time.Now(), serverAddr: tg.addr}
 	h.pc, h.c = pc, c
 	pc.h3 = h
 	pc.tel = newConnTelemetry(tg.addr, c.RemoteAddr(), "3")

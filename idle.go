@@ -36,18 +36,18 @@ func (pc *conn) Detach() {
 // the server closed; false if a request took it first.
 func (pc *conn) TakeIdle() bool { return pc.t.pool.TakeIdle(pc.entry.Load()) }
 
-// retire is the pool's Retire: the pool dropped pc on its own. A connection retired by
-// Transport.Close is aborted; by Shutdown, closed gracefully within Shutdown's deadline.
-func (t *Transport) retire(pc *conn, why pool.Reason) {
+// retire is the pool's Retire: the pool dropped pc on its own. See retireBy.
+func (t *Transport) retire(pc *conn, why pool.Reason) { t.retireBy(pc, why, time.Time{}) }
+
+// retireBy ends pc, which left the pool for why without a request using it: gracefully,
+// by deadline (zero: the budget from now), or, once Transport.Close was called, with an
+// abort. Shutdown passes its deadline for the idle connections it takes from the pool.
+func (t *Transport) retireBy(pc *conn, why pool.Reason, deadline time.Time) {
 	if why == pool.Closed && t.state.Load() == stateClosed {
 		pc.abort(ErrClosed)
 		return
 	}
-	o := proto.Outcome{Kind: proto.Retired, Reason: retireReason(why)}
-	if d := t.idleDeadline.Load(); why == pool.Closed && d != 0 {
-		o.Deadline = time.Unix(0, d)
-	}
-	pc.Report(o)
+	pc.Report(proto.Outcome{Kind: proto.Retired, Reason: retireReason(why), Deadline: deadline})
 }
 
 // lifetime is the pool's Lifetime: MaxConnLifetime with ±10% jitter, so that connections

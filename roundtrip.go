@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
@@ -45,28 +44,28 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, context.Cause(ctx)
 	}
 	trace := httptrace.ContextClientTrace(ctx)
-	tg, err := t.targetFor(req)
+	key, err := t.keyFor(req)
 	if err != nil {
 		if req.Body != nil {
 			req.Body.Close()
 		}
 		return nil, err
 	}
-	// tcp is the TCP target of an origin whose requests go over HTTP/3 by Alt-Svc: the
-	// fallback when the alternative fails before the request is sent.
-	var tcp *target
-	if t.altSvcOn() && tg.scheme == "https" && tg.proxy == nil && !tg.h1Only {
-		if h3tg := t.alts.route(t, tg); h3tg != nil {
-			tcp, tg = tg, h3tg
+	// tcp is the TCP key of an origin whose requests go over HTTP/3 by Alt-Svc: the
+	// fallback when the alternative fails before the request is sent. Zero otherwise.
+	var tcp poolKey
+	if t.altSvcOn() && key.scheme == "https" && key.proxy == "" && !key.h1Only {
+		if alt, ok := t.alts.route(t, key); ok {
+			tcp, key = key, alt
 		}
 	}
 	for attempt := 0; ; attempt++ {
-		pc, reused, err := t.getConn(ctx, tg, trace)
-		if err != nil && tcp != nil && NotSent(err) && ctx.Err() == nil {
+		pc, reused, err := t.getConn(ctx, key, req.URL, trace)
+		if err != nil && tcp != (poolKey{}) && NotSent(err) && ctx.Err() == nil {
 			// The alternative failed (its connection went away, a new dial failed): it
 			// is broken for a while, and the request goes over TCP at once.
-			t.alts.broken(tcp.addr, tg)
-			tg, tcp = tcp, nil
+			t.alts.broken(tcp.addr, key)
+			key, tcp = tcp, poolKey{}
 			attempt--
 			continue
 		}
@@ -94,8 +93,8 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			resp, err = pc.h1.RoundTrip(req, trace)
 		}
 		if err == nil {
-			if tcp == nil && pc.h3 == nil && t.altSvcOn() {
-				t.alts.learn(t, tg, resp.Header)
+			if tcp == (poolKey{}) && pc.h3 == nil && t.altSvcOn() {
+				t.alts.learn(t, key, resp.Header)
 			}
 			return resp, nil
 		}
@@ -121,10 +120,10 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			req = req.Clone(ctx) // never mutate the caller's request
 			req.Body = body
 		}
-		if tcp != nil {
+		if tcp != (poolKey{}) {
 			// An HTTP/3 connection of an alternative refused the request unsent (a
 			// GOAWAY, its end): the next try goes over TCP.
-			tg, tcp = tcp, nil
+			key, tcp = tcp, poolKey{}
 		}
 	}
 }
@@ -202,105 +201,139 @@ func validMethod(m string) bool {
 	return true
 }
 
-// target is where a request's connection goes: the server, possibly through a proxy.
-type target struct {
-	key    string   // the pool key
-	scheme string   // the server's: "http" or "https"
-	addr   string   // the server's host:port
-	host   string   // the server's host, for TLS's ServerName
-	proxy  *url.URL // nil for a direct connection
-	cached bool     // in t.targets: the pool's dial finds it by key
+// poolKey is the pool's key: where a connection goes, and all that makes two connections
+// interchangeable. A dial learns all it needs from its key (dialTarget): it serves
+// whichever request of the key comes first, so nothing of one request's may steer it.
+// String spells the key as Stats shows it.
+type poolKey struct {
+	scheme string // the server's: "http" or "https"
+	// addr is the server's host:port, where the connection goes: for an Alt-Svc
+	// alternative, its authority. It is "" for http:// requests through an HTTP proxy,
+	// which share the proxy's connections whatever their server.
+	addr string
+	// host is the server's host, for TLS's ServerName: addr's, or for an Alt-Svc
+	// alternative the origin's.
+	host string
+	// proxy is the proxy's URL as its String, "" for a direct connection: proxy URLs
+	// with the same String share connections.
+	proxy string
 	// h1Only says the request needs HTTP/1.1 (an Upgrade, such as WebSocket's): its
-	// connections offer nothing else, and its pool key starts with h1KeyPrefix.
+	// connections offer nothing else.
 	h1Only bool
-	// h3 says the request goes over HTTP/3 (HTTP3.Only): its pool key starts with
-	// h3KeyPrefix.
+	// h3 says the connection speaks HTTP/3: HTTP3.Only, or an Alt-Svc alternative.
 	h3 bool
+	// origin is, for an Alt-Svc alternative, the host:port of the origin it serves; ""
+	// otherwise.
+	origin string
 }
 
-// h1KeyPrefix starts the pool keys of HTTP/1.1-only targets.
-const h1KeyPrefix = "h1 "
-
-// requiresHTTP1 reports whether req can only be served over HTTP/1.1: it asks to upgrade
-// the connection (WebSocket's handshake, and any other Upgrade), which HTTP/2 forbids.
-// net/http routes WebSocket upgrades so and fails the others over HTTP/2; endwell sends
-// them all over HTTP/1.1.
-func requiresHTTP1(req *http.Request) bool {
-	return len(req.Header["Upgrade"]) > 0 && httpguts.HeaderValuesContainsToken(req.Header["Connection"], "upgrade")
+// String spells k as Stats' Hosts shows it: "https://host:port", "proxy URL"
+// (http:// through an HTTP proxy), "proxy URL https://host:port" (a tunnel, or SOCKS),
+// each preceded by "h1 " for an Upgrade; "h3 https://host:port" for HTTP3.Only, and
+// "h3 https://origin:port alternative:port" for an Alt-Svc alternative.
+func (k poolKey) String() string {
+	switch {
+	case k.origin != "":
+		return "h3 " + k.scheme + "://" + k.origin + " " + k.addr
+	case k.h3:
+		return "h3 " + k.scheme + "://" + k.addr
+	}
+	s := k.scheme + "://" + k.addr
+	switch {
+	case k.proxy != "" && k.addr == "":
+		s = "proxy " + k.proxy
+	case k.proxy != "":
+		s = "proxy " + k.proxy + " " + s
+	}
+	if k.h1Only {
+		s = "h1 " + s
+	}
+	return s
 }
 
-func (t *Transport) targetFor(req *http.Request) (*target, error) {
+// keyFor returns the pool key of req's connection.
+func (t *Transport) keyFor(req *http.Request) (poolKey, error) {
 	if t.Proxy != nil {
-		return t.newTarget(req)
+		return t.newKey(req)
 	}
-	// Without a proxy, a target depends on the URL's scheme and host only: reuse it.
-	k := targetCacheKey{req.URL.Scheme, req.URL.Host, h1.RequiresHTTP1(req)}
-	tc := &t.targets
-	tc.mu.RLock()
-	tg := tc.m[k]
-	tc.mu.RUnlock()
-	if tg != nil {
-		return tg, nil
+	// Without a proxy, a key depends on the URL's scheme and host only: reuse it.
+	ck := keyCacheKey{req.URL.Scheme, req.URL.Host, h1.RequiresHTTP1(req)}
+	kc := &t.keys
+	kc.mu.RLock()
+	key, ok := kc.m[ck]
+	kc.mu.RUnlock()
+	if ok {
+		return key, nil
 	}
-	tg, err := t.newTarget(req)
+	key, err := t.newKey(req)
 	if err != nil {
-		return nil, err
+		return poolKey{}, err
 	}
-	tg.cached = true
-	tc.mu.Lock()
-	if tc.m == nil || len(tc.m) >= maxCachedTargets {
-		tc.m = make(map[targetCacheKey]*target)
-		tc.byKey = make(map[string]*target)
+	kc.mu.Lock()
+	if kc.m == nil || len(kc.m) >= maxCachedKeys {
+		kc.m = make(map[keyCacheKey]poolKey)
 	}
-	tc.m[k] = tg
-	tc.byKey[tg.key] = tg
-	tc.mu.Unlock()
-	return tg, nil
+	kc.m[ck] = key
+	kc.mu.Unlock()
+	return key, nil
 }
 
-// targetCache remembers the targets of direct connections by URL scheme and host, and by
-// pool key for the pool's dial.
-type targetCache struct {
-	mu    sync.RWMutex // guards m and byKey
-	m     map[targetCacheKey]*target
-	byKey map[string]*target
+// keyCache remembers the keys of direct connections by URL scheme and host, so that a
+// request's key costs no allocation.
+type keyCache struct {
+	mu sync.RWMutex // guards m
+	m  map[keyCacheKey]poolKey
 }
 
-// dialTarget finds the target of a pool key for a dial: the one the request carried in ctx
-// (targets not cached: through a proxy), else the cached one, else, for a direct target
-// dropped from the cache meanwhile, the one its key spells: "scheme://host:port".
-func (t *Transport) dialTarget(ctx context.Context, key string) *target {
-	if tg, _ := ctx.Value(targetKey{}).(*target); tg != nil && tg.key == key {
-		return tg
-	}
-	tc := &t.targets
-	tc.mu.RLock()
-	tg := tc.byKey[key]
-	tc.mu.RUnlock()
-	if tg != nil {
-		return tg
-	}
-	rest, h1Only := strings.CutPrefix(key, h1KeyPrefix)
-	rest, h3 := strings.CutPrefix(rest, h3KeyPrefix)
-	scheme, addr, ok := strings.Cut(rest, "://")
-	host, _, err := net.SplitHostPort(addr)
-	if !ok || err != nil || (scheme != "http" && scheme != "https") {
-		return nil
-	}
-	return &target{key: key, scheme: scheme, addr: addr, host: host, h1Only: h1Only, h3: h3}
-}
-
-type targetCacheKey struct {
+type keyCacheKey struct {
 	scheme, host string
 	h1Only       bool
 }
 
-// maxCachedTargets bounds the cache: a client of many hosts starts it afresh when full.
-const maxCachedTargets = 1024
+// maxCachedKeys bounds the cache: a client of many hosts starts it afresh when full.
+const maxCachedKeys = 1024
 
-func (t *Transport) newTarget(req *http.Request) (*target, error) {
+func (t *Transport) newKey(req *http.Request) (poolKey, error) {
 	u := req.URL
-	host := u.Hostname()
+	addr := serverAddr(u)
+	key := poolKey{scheme: u.Scheme, addr: addr, host: u.Hostname(), h1Only: h1.RequiresHTTP1(req)}
+	var pu *url.URL // the proxy, or nil
+	if t.Proxy != nil {
+		var err error
+		pu, err = t.Proxy(req)
+		if err != nil {
+			return poolKey{}, dialFailure("proxy", addr, err, false) // the Proxy func's error, as net/http
+		}
+		if pu != nil {
+			switch pu.Scheme {
+			case "http", "https", "socks5", "socks5h":
+			default:
+				return poolKey{}, &DialError{Op: "proxy", Addr: pu.Host, Err: fmt.Errorf("unsupported proxy scheme %q", pu.Scheme)}
+			}
+		}
+	}
+	if t.h3Only(u.Scheme) {
+		switch {
+		case pu != nil:
+			return poolKey{}, &RequestError{"HTTP/3 (HTTP3.Only) cannot go through a proxy, and Proxy named one"}
+		case key.h1Only:
+			return poolKey{}, &RequestError{"an Upgrade request needs HTTP/1.1, and HTTP3.Only allows HTTP/3 alone"}
+		}
+		key.h3 = true
+		return key, nil
+	}
+	if pu != nil {
+		key.proxy = pu.String()
+		if u.Scheme == "http" && !isSOCKS(pu) {
+			// http:// requests share an HTTP proxy's connections, whatever their server.
+			key.addr, key.host = "", ""
+		}
+	}
+	return key, nil
+}
+
+// serverAddr returns the host:port of u's server, with the scheme's default port.
+func serverAddr(u *url.URL) string {
 	port := u.Port()
 	if port == "" {
 		port = "80"
@@ -308,46 +341,7 @@ func (t *Transport) newTarget(req *http.Request) (*target, error) {
 			port = "443"
 		}
 	}
-	addr := joinHostPort(host, port)
-	tg := &target{scheme: u.Scheme, addr: addr, host: host, h1Only: h1.RequiresHTTP1(req)}
-	if t.Proxy != nil {
-		pu, err := t.Proxy(req)
-		if err != nil {
-			return nil, dialFailure("proxy", addr, err, false) // the Proxy func's error, as net/http
-		}
-		if pu != nil {
-			switch pu.Scheme {
-			case "http", "https", "socks5", "socks5h":
-			default:
-				return nil, &DialError{Op: "proxy", Addr: pu.Host, Err: fmt.Errorf("unsupported proxy scheme %q", pu.Scheme)}
-			}
-			tg.proxy = pu
-		}
-	}
-	if t.h3Only(u.Scheme) {
-		switch {
-		case tg.proxy != nil:
-			return nil, &RequestError{"HTTP/3 (HTTP3.Only) cannot go through a proxy, and Proxy named one"}
-		case tg.h1Only:
-			return nil, &RequestError{"an Upgrade request needs HTTP/1.1, and HTTP3.Only allows HTTP/3 alone"}
-		}
-		tg.h3 = true
-		tg.key = h3KeyPrefix + u.Scheme + "://" + addr
-		return tg, nil
-	}
-	switch {
-	case tg.proxy == nil:
-		tg.key = u.Scheme + "://" + addr
-	case u.Scheme == "http" && !isSOCKS(tg.proxy):
-		// http:// requests share an HTTP proxy's connections, whatever their server.
-		tg.key = "proxy " + tg.proxy.String()
-	default:
-		tg.key = "proxy " + tg.proxy.String() + " " + u.Scheme + "://" + addr
-	}
-	if tg.h1Only {
-		tg.key = h1KeyPrefix + tg.key
-	}
-	return tg, nil
+	return joinHostPort(u.Hostname(), port)
 }
 
 func joinHostPort(host, port string) string {
@@ -357,20 +351,19 @@ func joinHostPort(host, port string) string {
 	return host + ":" + port
 }
 
-type targetKey struct{}
-
-// getConn takes a connection for tg from the pool, dialling one if need be. A connection
-// found dead when taken from the idle list is ended and never handed out.
-func (t *Transport) getConn(ctx context.Context, tg *target, trace *httptrace.ClientTrace) (*conn, bool, error) {
+// getConn takes a connection for key from the pool, dialling one if need be, for a
+// request to u. A connection found dead when taken from the idle list is ended and never
+// handed out.
+func (t *Transport) getConn(ctx context.Context, key poolKey, u *url.URL, trace *httptrace.ClientTrace) (*conn, bool, error) {
 	if trace != nil && trace.GetConn != nil {
-		trace.GetConn(tg.addr)
-	}
-	dctx := ctx // a cached target is found by its key: no allocation per request
-	if !tg.cached {
-		dctx = context.WithValue(ctx, targetKey{}, tg)
+		addr := key.addr
+		if addr == "" {
+			addr = serverAddr(u) // http:// through an HTTP proxy: the key names no server
+		}
+		trace.GetConn(addr)
 	}
 	for {
-		e, info, err := t.pool.Get(dctx, tg.key)
+		e, info, err := t.pool.Get(ctx, key)
 		if err != nil {
 			return nil, false, t.getConnErr(ctx, err)
 		}
@@ -384,7 +377,7 @@ func (t *Transport) getConn(ctx context.Context, tg *target, trace *httptrace.Cl
 					// that followed the ack of the server's SETTINGS (h2.Start sees those
 					// that came before), or an end. Dialling on could go on for ever with
 					// such a server.
-					return nil, false, &DialError{Op: "h2", Addr: tg.addr, Err: pc.h2.Refusal()}
+					return nil, false, &DialError{Op: "h2", Addr: key.addr, Err: pc.h2.Refusal()}
 				}
 				continue
 			}
@@ -392,7 +385,7 @@ func (t *Transport) getConn(ctx context.Context, tg *target, trace *httptrace.Cl
 			// internal/h3 watches the connection and reports its end.
 			if !pc.h3.usable() {
 				if !info.Reused {
-					return nil, false, &DialError{Op: "h3", Addr: tg.addr, Err: proto.ErrGoAwayAtOnce}
+					return nil, false, &DialError{Op: "h3", Addr: key.addr, Err: proto.ErrGoAwayAtOnce}
 				}
 				continue
 			}
@@ -435,15 +428,6 @@ func (t *Transport) closedErr() error {
 		return ErrClosed
 	}
 	return ErrShutdown
-}
-
-// proxyAuth returns the Proxy-Authorization value for the proxy of an http:// pool key.
-func (t *Transport) proxyAuth(key string) string {
-	pu, err := url.Parse(strings.TrimPrefix(strings.TrimPrefix(key, h1KeyPrefix), "proxy "))
-	if err != nil || pu.User == nil {
-		return ""
-	}
-	return basicAuth(pu.User)
 }
 
 // closeCtx is the context graceful closes run under: Shutdown's, once it was called, so that

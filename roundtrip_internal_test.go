@@ -1,35 +1,105 @@
 package endwell
 
 import (
-	"context"
+	"errors"
+	"net/http"
+	"net/url"
 	"testing"
 )
 
-// A dial finds its target by the pool key, even after the target cache was started afresh.
+// A dial makes its target from the pool key alone: the key carries all of it, the proxy's
+// URL as its String.
 func TestDialTarget(t *testing.T) {
 	tests := []struct {
 		name               string
-		key                string
-		scheme, addr, host string // empty scheme: no target
+		key                poolKey
+		scheme, addr, host string
+		proxy              string // the URL the dial parses; "" for none
 	}{
-		{"https", "https://example.com:443", "https", "example.com:443", "example.com"},
-		{"http IPv6", "http://[::1]:8080", "http", "[::1]:8080", "::1"},
-		{"a proxy's key is never guessed", "proxy http://p:3128 https://example.com:443", "", "", ""},
-		{"garbage", "nonsense", "", "", ""},
+		{"https", poolKey{scheme: "https", addr: "example.com:443", host: "example.com"}, "https", "example.com:443", "example.com", ""},
+		{"http IPv6", poolKey{scheme: "http", addr: "[::1]:8080", host: "::1"}, "http", "[::1]:8080", "::1", ""},
+		{
+			"through a proxy",
+			poolKey{scheme: "https", addr: "example.com:443", host: "example.com", proxy: "http://u:p%40ss@p:3128"},
+			"https", "example.com:443", "example.com", "http://u:p%40ss@p:3128",
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tr := &Transport{}
-			tg := tr.dialTarget(context.Background(), tt.key)
-			if tt.scheme == "" {
-				if tg != nil {
-					t.Fatalf("got %+v, want no target", tg)
-				}
-				return
+			tg, err := dialTarget(tt.key)
+			if err != nil {
+				t.Fatalf("dialTarget: got error %v, want nil", err)
 			}
-			if tg == nil || tg.scheme != tt.scheme || tg.addr != tt.addr || tg.host != tt.host || tg.key != tt.key {
-				t.Fatalf("got %+v, want scheme %q addr %q host %q", tg, tt.scheme, tt.addr, tt.host)
+			if tg.poolKey != tt.key || tg.scheme != tt.scheme || tg.addr != tt.addr || tg.host != tt.host {
+				t.Fatalf("got %+v, want key %v, scheme %q addr %q host %q", tg, tt.key, tt.scheme, tt.addr, tt.host)
+			}
+			switch {
+			case tt.proxy == "" && tg.proxyURL != nil:
+				t.Errorf("proxy: got %v, want none", tg.proxyURL)
+			case tt.proxy != "" && (tg.proxyURL == nil || tg.proxyURL.String() != tt.proxy):
+				t.Errorf("proxy: got %v, want %s", tg.proxyURL, tt.proxy)
 			}
 		})
 	}
+	t.Run("a proxy URL that does not parse", func(t *testing.T) {
+		_, err := dialTarget(poolKey{scheme: "http", proxy: "http://p:3128/%zz"})
+		var de *DialError
+		if !errors.As(err, &de) || de.Op != "proxy" {
+			t.Fatalf("got error %v, want a *DialError with Op proxy", err)
+		}
+	})
+}
+
+// TestPoolKeyString: a request's pool key is spelt as Stats().Hosts shows it.
+func TestPoolKeyString(t *testing.T) {
+	proxyTo := func(u string) func(*http.Request) (*url.URL, error) {
+		return func(*http.Request) (*url.URL, error) { return url.Parse(u) }
+	}
+	tests := []struct {
+		name    string
+		tr      *Transport
+		url     string
+		upgrade bool
+		want    string
+	}{
+		{"https", &Transport{}, "https://example.com/x", false, "https://example.com:443"},
+		{"http IPv6", &Transport{}, "http://[::1]:8080/", false, "http://[::1]:8080"},
+		{"upgrade", &Transport{}, "http://example.com/ws", true, "h1 http://example.com:80"},
+		{"http through an HTTP proxy", &Transport{Proxy: proxyTo("http://p:3128")}, "http://example.com/", false, "proxy http://p:3128"},
+		{"upgrade through an HTTP proxy", &Transport{Proxy: proxyTo("http://p:3128")}, "http://example.com/", true, "h1 proxy http://p:3128"},
+		{"https through a tunnel", &Transport{Proxy: proxyTo("https://u:pw@p:443")}, "https://example.com/", false, "proxy https://u:pw@p:443 https://example.com:443"},
+		{"http through SOCKS", &Transport{Proxy: proxyTo("socks5://p:1080")}, "http://example.com:8080/", false, "proxy socks5://p:1080 http://example.com:8080"},
+		{"HTTP3.Only", &Transport{HTTP3: &HTTP3Config{Only: true}}, "https://example.com:8443/", false, "h3 https://example.com:8443"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, err := http.NewRequest(http.MethodGet, tt.url, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.upgrade {
+				req.Header.Set("Connection", "Upgrade")
+				req.Header.Set("Upgrade", "websocket")
+			}
+			key, err := tt.tr.keyFor(req)
+			if err != nil {
+				t.Fatalf("keyFor: got error %v, want nil", err)
+			}
+			if got := key.String(); got != tt.want {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+	t.Run("Alt-Svc", func(t *testing.T) {
+		tr := &Transport{HTTP3: &HTTP3Config{}}
+		origin := poolKey{scheme: "https", addr: "origin.test:443", host: "origin.test"}
+		tr.alts.learn(tr, origin, http.Header{"Alt-Svc": {`h3="alt.test:8443"`}})
+		alt := tr.alts.m[origin.addr]
+		if alt == nil {
+			t.Fatal("the alternative was not learnt")
+		}
+		if got, want := alt.key.String(), "h3 https://origin.test:443 alt.test:8443"; got != want {
+			t.Errorf("got %q, want %q", got, want)
+		}
+	})
 }

@@ -33,7 +33,7 @@ type CloseKey struct {
 // closeStats counts teardowns in progress per host and closes by kind.
 type closeStats struct {
 	mu      sync.Mutex // guards the following
-	closing map[string]int
+	closing map[poolKey]int
 	closes  map[CloseKey]uint64
 }
 
@@ -48,14 +48,15 @@ func (t *Transport) Stats() Stats {
 		Hosts:  make(map[string]HostStats, len(ps.Keys)),
 	}
 	for k, ks := range ps.Keys {
-		s.Hosts[k] = HostStats{Active: ks.Active, Idle: ks.Idle}
+		s.Hosts[k.String()] = HostStats{Active: ks.Active, Idle: ks.Idle} // distinct keys spell differently
 	}
 	cs := &t.stats
 	cs.mu.Lock()
 	for k, n := range cs.closing {
-		h := s.Hosts[k]
+		name := k.String()
+		h := s.Hosts[name]
 		h.Closing = n
-		s.Hosts[k] = h
+		s.Hosts[name] = h
 		s.Closing += n
 	}
 	s.Closes = make(map[CloseKey]uint64, len(cs.closes))
@@ -74,7 +75,7 @@ func (t *Transport) teardownStarted(pc *conn) {
 	cs := &t.stats
 	cs.mu.Lock()
 	if cs.closing == nil {
-		cs.closing = make(map[string]int)
+		cs.closing = make(map[poolKey]int)
 		cs.closes = make(map[CloseKey]uint64)
 	}
 	cs.closing[pc.key]++

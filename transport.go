@@ -226,10 +226,10 @@ type Transport struct {
 
 	initOnce sync.Once
 	cfg      config
-	pool     *pool.Pool[*conn]
+	pool     *pool.Pool[poolKey, *conn]
 	engine   shutdown.Engine
 	tel      telemetry
-	targets  targetCache
+	keys     keyCache
 	alts     altSvcs
 	stats    closeStats
 
@@ -238,9 +238,6 @@ type Transport struct {
 
 	// shutdownCtx is Shutdown's context, once it was called.
 	shutdownCtx atomic.Pointer[context.Context]
-	// idleDeadline, while Shutdown retires the idle connections, is their shared
-	// deadline in Unix nanoseconds; zero otherwise.
-	idleDeadline atomic.Int64
 
 	mu         sync.Mutex         // guards the following
 	active     map[*conn]struct{} // connections in use by a request, for Shutdown and Close
@@ -332,7 +329,7 @@ func (t *Transport) init() {
 		}
 		t.active = make(map[*conn]struct{})
 		t.initTelemetry()
-		t.pool = pool.New(pool.Config[*conn]{
+		t.pool = pool.New(pool.Config[poolKey, *conn]{
 			MaxIdle:       defaulted(t.MaxIdleConns, 100),
 			MaxIdlePerKey: defaulted(t.MaxIdleConnsPerHost, 32),
 			MaxPerKey:     t.MaxConnsPerHost,
@@ -372,15 +369,15 @@ func (t *Transport) Shutdown(ctx context.Context) error {
 	// their parent.
 	t.shutdownCtx.CompareAndSwap(nil, &ctx)
 	t.state.CompareAndSwap(stateOpen, stateShuttingDown)
-	// Idle connections retire (gracefully, see retire) at once, all under one deadline:
-	// the budget from now, or ctx's if earlier. Closing 10 000 of them takes one budget.
+	// Idle connections retire gracefully at once, all under one deadline: the budget
+	// from now, or ctx's if earlier. Closing 10 000 of them takes one budget.
 	deadline := time.Now().Add(t.cfg.budget)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
-	t.idleDeadline.Store(deadline.UnixNano())
-	t.pool.Close() // cancels the dials in progress, too
-	t.idleDeadline.Store(0)
+	for _, pc := range t.pool.CloseAndTakeIdle() { // cancels the dials in progress, too
+		t.retireBy(pc, pool.Closed, deadline)
+	}
 
 	err := t.waitActive(ctx)
 	if err == nil {

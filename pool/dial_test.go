@@ -46,7 +46,7 @@ func TestDialAbandoned(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				h := newHarness(t, Config[*fakeConn]{MaxPerKey: tt.maxPerKey}, hanging())
+				h := newHarness(t, Config[string, *fakeConn]{MaxPerKey: tt.maxPerKey}, hanging())
 				defer h.p.Close()
 				ctx, end := tt.ctx()
 				ctx = context.WithValue(ctx, ctxKey{}, "v")
@@ -87,7 +87,7 @@ func TestDialAbandoned(t *testing.T) {
 // gives up.
 func TestDialAbandonedWithServedGet(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, Config[*fakeConn]{}, hanging())
+		h := newHarness(t, Config[string, *fakeConn]{}, hanging())
 		defer h.p.Close()
 		g0 := h.goGet(context.Background(), "k")
 		h.nextDial().complete(1)
@@ -118,7 +118,7 @@ func TestDialAbandonedWithServedGet(t *testing.T) {
 // and leaves the dials of keys with waiters alone.
 func TestCloseIdleCancelsDials(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, Config[*fakeConn]{}, hanging())
+		h := newHarness(t, Config[string, *fakeConn]{}, hanging())
 		defer h.p.Close()
 		// "idle": an idle connection.
 		gi := h.goGet(context.Background(), "idle")
@@ -156,7 +156,7 @@ func TestCloseIdleCancelsDials(t *testing.T) {
 // WaitDials then sees them all return.
 func TestCloseCancelsDials(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, Config[*fakeConn]{MaxPerKey: 1}, hanging())
+		h := newHarness(t, Config[string, *fakeConn]{MaxPerKey: 1}, hanging())
 		ga := h.goGet(context.Background(), "a")
 		da := h.nextDial()
 		ga2 := h.goGet(context.Background(), "a") // waits for the slot
@@ -187,7 +187,7 @@ func TestCloseCancelsDials(t *testing.T) {
 // first cause wins.
 func TestCloseKeepsAbandonCause(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, Config[*fakeConn]{}, gated()) // a dial that ignores its ctx
+		h := newHarness(t, Config[string, *fakeConn]{}, gated()) // a dial that ignores its ctx
 		ctx, cancel := context.WithCancel(context.Background())
 		g := h.goGet(ctx, "k")
 		d := h.nextDial()
@@ -209,11 +209,11 @@ func TestCloseKeepsAbandonCause(t *testing.T) {
 func TestDialCompletesAfterCancel(t *testing.T) {
 	tests := []struct {
 		name string
-		cfg  Config[*fakeConn]
+		cfg  Config[string, *fakeConn]
 		// then runs after the dial d was abandoned, and ends it.
 		then func(t *testing.T, h *harness, d *pendingDial)
 	}{
-		{"goes idle", Config[*fakeConn]{}, func(t *testing.T, h *harness, d *pendingDial) {
+		{"goes idle", Config[string, *fakeConn]{}, func(t *testing.T, h *harness, d *pendingDial) {
 			d.complete(1)
 			h.wantKey("k", KeyStats{Conns: 1, Idle: 1})
 			if c := h.get("k"); id(c) != 1 {
@@ -221,13 +221,13 @@ func TestDialCompletesAfterCancel(t *testing.T) {
 			}
 			h.wantRetired()
 		}},
-		{"goes idle after CloseIdle", Config[*fakeConn]{}, func(t *testing.T, h *harness, d *pendingDial) {
+		{"goes idle after CloseIdle", Config[string, *fakeConn]{}, func(t *testing.T, h *harness, d *pendingDial) {
 			h.p.CloseIdle()
 			d.complete(1)
 			h.wantKey("k", KeyStats{Conns: 1, Idle: 1})
 			h.wantRetired()
 		}},
-		{"serves a Get that came after", Config[*fakeConn]{MaxPerKey: 1}, func(t *testing.T, h *harness, d *pendingDial) {
+		{"serves a Get that came after", Config[string, *fakeConn]{MaxPerKey: 1}, func(t *testing.T, h *harness, d *pendingDial) {
 			g := h.goGet(context.Background(), "k")
 			h.wantNoDial() // the abandoned dial holds the slot
 			d.complete(1)
@@ -236,7 +236,7 @@ func TestDialCompletesAfterCancel(t *testing.T) {
 			}
 			h.wantKey("k", KeyStats{Conns: 1, Active: 1, Uses: 1})
 		}},
-		{"is not shared by a Get that came after", Config[*fakeConn]{ShareDials: func(string) bool { return true }}, func(t *testing.T, h *harness, d *pendingDial) {
+		{"is not shared by a Get that came after", Config[string, *fakeConn]{ShareDials: func(string) bool { return true }}, func(t *testing.T, h *harness, d *pendingDial) {
 			g := h.goGet(context.Background(), "k")
 			d2 := h.nextDial() // its own: the abandoned dial may never come back
 			d2.wantLive(t)
@@ -247,7 +247,7 @@ func TestDialCompletesAfterCancel(t *testing.T) {
 			d2.complete(1)
 			h.wantKey("k", KeyStats{Conns: 2, Active: 1, Idle: 1, Uses: 1})
 		}},
-		{"is retired after Close", Config[*fakeConn]{}, func(t *testing.T, h *harness, d *pendingDial) {
+		{"is retired after Close", Config[string, *fakeConn]{}, func(t *testing.T, h *harness, d *pendingDial) {
 			h.p.Close()
 			d.complete(1)
 			h.wantRetired(retired{1, Closed})
@@ -255,7 +255,7 @@ func TestDialCompletesAfterCancel(t *testing.T) {
 				t.Errorf("Stats: got %+v, want empty", got)
 			}
 		}},
-		{"fails telling no one", Config[*fakeConn]{MaxPerKey: 1}, func(t *testing.T, h *harness, d *pendingDial) {
+		{"fails telling no one", Config[string, *fakeConn]{MaxPerKey: 1}, func(t *testing.T, h *harness, d *pendingDial) {
 			g := h.goGet(context.Background(), "k")
 			h.wantNoDial()
 			d.fail(errDial)
@@ -321,7 +321,7 @@ func (w *waitDialsCall) finished() bool {
 func TestWaitDials(t *testing.T) {
 	t.Run("no dial", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			h := newHarness(t, Config[*fakeConn]{})
+			h := newHarness(t, Config[string, *fakeConn]{})
 			defer h.p.Close()
 			if err := h.p.WaitDials(context.Background()); err != nil {
 				t.Errorf("WaitDials: got %v, want nil", err)
@@ -335,7 +335,7 @@ func TestWaitDials(t *testing.T) {
 	})
 	t.Run("returns when the dials have returned", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
-			h := newHarness(t, Config[*fakeConn]{}, gated())
+			h := newHarness(t, Config[string, *fakeConn]{}, gated())
 			defer h.p.Close()
 			g1 := h.goGet(context.Background(), "a")
 			g2 := h.goGet(context.Background(), "b")
@@ -372,7 +372,7 @@ func TestWaitDials(t *testing.T) {
 	t.Run("waits for Retire", func(t *testing.T) {
 		synctest.Test(t, func(t *testing.T) {
 			// A dial that ignores its ctx, and a Retire that takes a second.
-			h := newHarness(t, Config[*fakeConn]{}, gated(), slowRetire(time.Second))
+			h := newHarness(t, Config[string, *fakeConn]{}, gated(), slowRetire(time.Second))
 			g := h.goGet(context.Background(), "k")
 			d := h.nextDial()
 			h.p.Close()
@@ -411,7 +411,7 @@ func TestWaitDials(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				h := newHarness(t, Config[*fakeConn]{}, gated())
+				h := newHarness(t, Config[string, *fakeConn]{}, gated())
 				g := h.goGet(context.Background(), "k")
 				d := h.nextDial()
 				ctx, cancel := tt.ctx()

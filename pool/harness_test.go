@@ -80,7 +80,7 @@ func (d *pendingDial) wantReturned(t *testing.T) {
 // harness runs a pool over fakeConns, counts dials and records retirements.
 type harness struct {
 	t     *testing.T
-	p     *Pool[*fakeConn]
+	p     *Pool[string, *fakeConn]
 	gated bool              // dials wait for the test (dial, complete, fail)
 	hang  bool              // gated dials also return when their ctx is done
 	dials chan *pendingDial // gated dials
@@ -93,28 +93,28 @@ type harness struct {
 	conns    []*fakeConn // every connection dialled
 }
 
-type harnessOption func(*harness, *Config[*fakeConn])
+type harnessOption func(*harness, *Config[string, *fakeConn])
 
 // gated makes every dial wait for the test to complete or fail it.
-func gated() harnessOption { return func(h *harness, _ *Config[*fakeConn]) { h.gated = true } }
+func gated() harnessOption { return func(h *harness, _ *Config[string, *fakeConn]) { h.gated = true } }
 
 // hanging makes every dial wait for the test, as gated does, or for its ctx to be done: it
 // then fails with the ctx's cause, as a dial to a server that never answers does.
 func hanging() harnessOption {
-	return func(h *harness, _ *Config[*fakeConn]) { h.gated, h.hang = true, true }
+	return func(h *harness, _ *Config[string, *fakeConn]) { h.gated, h.hang = true, true }
 }
 
 // slowRetire makes every Retire call take d before it records the retirement.
 func slowRetire(d time.Duration) harnessOption {
-	return func(h *harness, _ *Config[*fakeConn]) { h.slow = d }
+	return func(h *harness, _ *Config[string, *fakeConn]) { h.slow = d }
 }
 
 // capacity sets the capacity of ungated dials (default 1).
 func capacity(n int) harnessOption {
-	return func(h *harness, _ *Config[*fakeConn]) { h.capacity = n }
+	return func(h *harness, _ *Config[string, *fakeConn]) { h.capacity = n }
 }
 
-func newHarness(t *testing.T, cfg Config[*fakeConn], opts ...harnessOption) *harness {
+func newHarness(t *testing.T, cfg Config[string, *fakeConn], opts ...harnessOption) *harness {
 	t.Helper()
 	h := &harness{t: t, capacity: 1, dials: make(chan *pendingDial, 100)}
 	for _, o := range opts {
@@ -188,7 +188,7 @@ func (h *harness) numDials() int {
 }
 
 // get calls Get, which must succeed at once.
-func (h *harness) get(key string) *Conn[*fakeConn] {
+func (h *harness) get(key string) *Conn[string, *fakeConn] {
 	h.t.Helper()
 	c, _, err := h.p.Get(context.Background(), key)
 	if err != nil {
@@ -202,7 +202,7 @@ type getCall struct {
 	h    *harness
 	key  string
 	done chan struct{}
-	c    *Conn[*fakeConn]
+	c    *Conn[string, *fakeConn]
 	info GetInfo
 	err  error
 }
@@ -238,7 +238,7 @@ func (g *getCall) wantBlocked() {
 }
 
 // wantConn waits for the Get to finish and wants a connection.
-func (g *getCall) wantConn() *Conn[*fakeConn] {
+func (g *getCall) wantConn() *Conn[string, *fakeConn] {
 	g.h.t.Helper()
 	synctest.Wait()
 	if !g.finished() {
@@ -310,7 +310,7 @@ func (h *harness) wantKey(key string, want KeyStats) {
 }
 
 // id returns the id of c's value.
-func id(c *Conn[*fakeConn]) int { return c.Value.id }
+func id(c *Conn[string, *fakeConn]) int { return c.Value.id }
 
 // checkInvariants checks the pool's bookkeeping against every connection dialled.
 func (h *harness) checkInvariants() {
@@ -321,7 +321,7 @@ func (h *harness) checkInvariants() {
 }
 
 // invariantErr checks that the lists, heap and counters of p agree with each other.
-func (p *Pool[C]) invariantErr() error {
+func (p *Pool[K, C]) invariantErr() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	seen := 0
@@ -350,54 +350,54 @@ func (p *Pool[C]) invariantErr() error {
 	idle, dials := 0, 0
 	for key, ks := range p.keys {
 		if ks.key != key {
-			return fmt.Errorf("key %q holds the state of %q", key, ks.key)
+			return fmt.Errorf("key %v holds the state of %v", key, ks.key)
 		}
 		n := 0
 		for c := ks.idle.head; c != nil; c = c.klink.next {
 			if c.ks != ks || c.state != stateIdle {
-				return fmt.Errorf("key %q: idle list holds a stranger", key)
+				return fmt.Errorf("key %v: idle list holds a stranger", key)
 			}
 			n++
 		}
 		if n != ks.idle.len {
-			return fmt.Errorf("key %q: got %d idle, want %d", key, n, ks.idle.len)
+			return fmt.Errorf("key %v: got %d idle, want %d", key, n, ks.idle.len)
 		}
 		idle += n
 		for c := ks.shared.head; c != nil; c = c.klink.next {
 			if !c.inShared || c.state != stateActive || c.uses == 0 || c.uses >= c.capacity || c.unshared || c.expired {
-				return fmt.Errorf("key %q: shared list holds %d/%d uses unshared=%v expired=%v", key, c.uses, c.capacity, c.unshared, c.expired)
+				return fmt.Errorf("key %v: shared list holds %d/%d uses unshared=%v expired=%v", key, c.uses, c.capacity, c.unshared, c.expired)
 			}
 		}
 		if ks.conns != len(ks.dials)+ks.active+ks.idle.len {
-			return fmt.Errorf("key %q: conns %d != dialing %d + active %d + idle %d", key, ks.conns, len(ks.dials), ks.active, ks.idle.len)
+			return fmt.Errorf("key %v: conns %d != dialing %d + active %d + idle %d", key, ks.conns, len(ks.dials), ks.active, ks.idle.len)
 		}
 		abandoned := 0
 		for i, d := range ks.dials {
 			if d.index != i {
-				return fmt.Errorf("key %q: dial at %d has index %d", key, i, d.index)
+				return fmt.Errorf("key %v: dial at %d has index %d", key, i, d.index)
 			}
 			if d.w.ks != ks {
-				return fmt.Errorf("key %q: dial for a waiter of %q", key, d.w.ks.key)
+				return fmt.Errorf("key %v: dial for a waiter of %v", key, d.w.ks.key)
 			}
 			if d.cancelled {
 				abandoned++
 				if d.w.el != nil {
-					return fmt.Errorf("key %q: cancelled dial whose waiter still waits", key)
+					return fmt.Errorf("key %v: cancelled dial whose waiter still waits", key)
 				}
 			}
 		}
 		if abandoned != ks.abandoned {
-			return fmt.Errorf("key %q: got %d cancelled dials, want abandoned %d", key, abandoned, ks.abandoned)
+			return fmt.Errorf("key %v: got %d cancelled dials, want abandoned %d", key, abandoned, ks.abandoned)
 		}
 		dials += len(ks.dials)
 		if p.cfg.MaxPerKey > 0 && ks.conns > p.cfg.MaxPerKey {
-			return fmt.Errorf("key %q: got %d conns, want at most %d", key, ks.conns, p.cfg.MaxPerKey)
+			return fmt.Errorf("key %v: got %d conns, want at most %d", key, ks.conns, p.cfg.MaxPerKey)
 		}
 		if ks.waiters.Len() > 0 && (ks.idle.len > 0 || ks.shared.len > 0) {
-			return fmt.Errorf("key %q: %d waiters while %d idle and %d shared", key, ks.waiters.Len(), ks.idle.len, ks.shared.len)
+			return fmt.Errorf("key %v: %d waiters while %d idle and %d shared", key, ks.waiters.Len(), ks.idle.len, ks.shared.len)
 		}
 		if ks.conns == 0 && ks.waiters.Len() == 0 {
-			return fmt.Errorf("key %q: empty state kept", key)
+			return fmt.Errorf("key %v: empty state kept", key)
 		}
 	}
 	if idle != p.idle.len {

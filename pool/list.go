@@ -3,19 +3,19 @@ package pool
 import "time"
 
 // link is one pair of list pointers inside a [Conn].
-type link[C any] struct{ prev, next *Conn[C] }
+type link[K comparable, C any] struct{ prev, next *Conn[K, C] }
 
 // connList is an intrusive doubly linked list of connections. Intrusive, so that moving a
 // connection between lists allocates nothing. A connection is on at most two lists at
 // once: the pool's idle list (through Conn.glink) and one list of its key, idle or shared
 // (through Conn.klink); it is never idle and shared at the same time.
-type connList[C any] struct {
-	head, tail *Conn[C]
+type connList[K comparable, C any] struct {
+	head, tail *Conn[K, C]
 	len        int
 	global     bool // links through Conn.glink, else through Conn.klink
 }
 
-func (l *connList[C]) links(c *Conn[C]) *link[C] {
+func (l *connList[K, C]) links(c *Conn[K, C]) *link[K, C] {
 	if l.global {
 		return &c.glink
 	}
@@ -23,7 +23,7 @@ func (l *connList[C]) links(c *Conn[C]) *link[C] {
 }
 
 // pushFront makes c the head of l.
-func (l *connList[C]) pushFront(c *Conn[C]) {
+func (l *connList[K, C]) pushFront(c *Conn[K, C]) {
 	lc := l.links(c)
 	lc.prev, lc.next = nil, l.head
 	if l.head != nil {
@@ -36,7 +36,7 @@ func (l *connList[C]) pushFront(c *Conn[C]) {
 }
 
 // remove takes c, which must be on l, off l.
-func (l *connList[C]) remove(c *Conn[C]) {
+func (l *connList[K, C]) remove(c *Conn[K, C]) {
 	lc := l.links(c)
 	if lc.prev != nil {
 		l.links(lc.prev).next = lc.next
@@ -54,23 +54,23 @@ func (l *connList[C]) remove(c *Conn[C]) {
 
 // lifeHeap is a min-heap of connections by the end of their lifetime, for container/heap.
 // Conn.heapIndex is each connection's position, or -1 when it is not on the heap.
-type lifeHeap[C any] []*Conn[C]
+type lifeHeap[K comparable, C any] []*Conn[K, C]
 
-func (h lifeHeap[C]) Len() int           { return len(h) }
-func (h lifeHeap[C]) Less(i, j int) bool { return h[i].expires.Before(h[j].expires) }
-func (h lifeHeap[C]) Swap(i, j int) {
+func (h lifeHeap[K, C]) Len() int           { return len(h) }
+func (h lifeHeap[K, C]) Less(i, j int) bool { return h[i].expires.Before(h[j].expires) }
+func (h lifeHeap[K, C]) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
 	h[i].heapIndex = i
 	h[j].heapIndex = j
 }
 
-func (h *lifeHeap[C]) Push(x any) {
-	c := x.(*Conn[C])
+func (h *lifeHeap[K, C]) Push(x any) {
+	c := x.(*Conn[K, C])
 	c.heapIndex = len(*h)
 	*h = append(*h, c)
 }
 
-func (h *lifeHeap[C]) Pop() any {
+func (h *lifeHeap[K, C]) Pop() any {
 	old := *h
 	c := old[len(old)-1]
 	old[len(old)-1] = nil
@@ -80,7 +80,7 @@ func (h *lifeHeap[C]) Pop() any {
 }
 
 // next returns the earliest end of a lifetime, or the zero time if the heap is empty.
-func (h lifeHeap[C]) next() time.Time {
+func (h lifeHeap[K, C]) next() time.Time {
 	if len(h) == 0 {
 		return time.Time{}
 	}

@@ -1,12 +1,13 @@
 // Package pool is a keyed connection pool that knows nothing of protocols.
 //
-// A [Pool] holds connections of any type C under string keys (typically
-// "scheme://host:port" plus whatever else makes connections interchangeable). It decides
-// which connection serves a request and which connection leaves: it keeps idle lists,
-// per-key limits, FIFO queues of waiting requests, idle timeouts and lifetimes. It never
-// does I/O itself: it makes connections through [Config.Dial] and hands the ones it drops
-// to [Config.Retire], which decides how they end. Dials belong to the pool too: it
-// cancels those that no request waits for any more, and [Pool.WaitDials] waits for them.
+// A [Pool] holds connections of any type C under keys of any comparable type K: typically
+// a struct of scheme, host and port, plus whatever else makes connections interchangeable
+// (a proxy, a protocol), from which Dial knows where to go. It decides which connection
+// serves a request and which connection leaves: it keeps idle lists, per-key limits, FIFO
+// queues of waiting requests, idle timeouts and lifetimes. It never does I/O itself: it
+// makes connections through [Config.Dial] and hands the ones it drops to [Config.Retire],
+// which decides how they end. Dials belong to the pool too: it cancels those that no
+// request waits for any more, and [Pool.WaitDials] waits for them.
 //
 // A connection may serve several requests at once (HTTP/2 streams): its capacity says how
 // many. Each [Pool.Get] takes one use of a connection and each [Pool.Put] gives one back.
@@ -69,7 +70,7 @@ var ErrDialAbandoned = errors.New("pool: dial abandoned: no request waits for it
 
 // Config configures a [Pool]. The zero value of every field but Dial is valid and means
 // what its doc says.
-type Config[C any] struct {
+type Config[K comparable, C any] struct {
 	// MaxIdle limits the idle connections over all keys; when a connection going idle
 	// would exceed it, the least recently used idle connection of any key is retired
 	// (IdleLimit). Zero or less means no limit.
@@ -94,7 +95,9 @@ type Config[C any] struct {
 	// connections live for ever.
 	Lifetime func() time.Duration
 
-	// Dial makes a new connection for key. It must be set.
+	// Dial makes a new connection for key. It must be set. key must say all that Dial
+	// needs to know: a dial serves whichever Get of key comes first, not only the one
+	// that started it.
 	//
 	// ctx carries the values of the request that caused the dial, but not its deadline
 	// nor its cancellation (context.WithoutCancel): a dial outlives the Get that started
@@ -116,7 +119,7 @@ type Config[C any] struct {
 	//
 	// capacity is how many requests may use the connection at once: 1 for HTTP/1.1, the
 	// server's MAX_CONCURRENT_STREAMS for HTTP/2. Less than 1 counts as 1.
-	Dial func(ctx context.Context, key string) (c C, capacity int, err error)
+	Dial func(ctx context.Context, key K) (c C, capacity int, err error)
 
 	// Retire, if set, is called for each connection the pool drops on its own, with the
 	// reason. The connection is already out of the pool and belongs to Retire, which
@@ -126,8 +129,8 @@ type Config[C any] struct {
 	// it (Get, Put, CloseIdle, Close), from the goroutine of the dial that made the
 	// connection, or from the pool's timer goroutine. It may call the pool's methods,
 	// except WaitDials, which waits for the Retire calls made by dial goroutines.
-	// Connections that leave through Remove, TakeIdle, or the true result of Put or
-	// Unshare are not retired: their caller ends them.
+	// Connections that leave through Remove, TakeIdle, CloseAndTakeIdle, or the true
+	// result of Put or Unshare are not retired: their caller ends them.
 	Retire func(c C, why Reason)
 
 	// ShareDials, if set, reports whether Gets for key may share a dial in progress
@@ -140,19 +143,19 @@ type Config[C any] struct {
 	// pool forgets a key, and what it learnt of it, when it has no connection and no
 	// waiter left. ShareDials is called without the pool's lock, at most about once per
 	// key. Nil means never share before a capacity is known.
-	ShareDials func(key string) bool
+	ShareDials func(key K) bool
 }
 
 // Conn is a connection held by the pool. Get hands it out; the caller gives it back with
 // Put, or takes it out of the pool with Remove. The fields must not be changed.
-type Conn[C any] struct {
+type Conn[K comparable, C any] struct {
 	// Value is the connection, as Config.Dial returned it.
 	Value C
 	// Key is the key the connection was dialled for.
-	Key string
+	Key K
 
 	// The following fields are guarded by the pool's mu.
-	ks        *keyState[C] // the state of Key; lives at least as long as the connection is in the pool
+	ks        *keyState[K, C] // the state of Key; lives at least as long as the connection is in the pool
 	state     connState
 	uses      int  // requests using the connection now
 	capacity  int  // the most uses at once, >= 1
@@ -161,10 +164,10 @@ type Conn[C any] struct {
 	expired   bool // past its lifetime: takes no new uses
 	inShared  bool // on ks.shared
 	idleSince time.Time
-	expires   time.Time // end of lifetime; zero means never
-	heapIndex int       // in Pool.life, or -1
-	glink     link[C]   // Pool.idle
-	klink     link[C]   // keyState.idle or keyState.shared
+	expires   time.Time  // end of lifetime; zero means never
+	heapIndex int        // in Pool.life, or -1
+	glink     link[K, C] // Pool.idle
+	klink     link[K, C] // keyState.idle or keyState.shared
 }
 
 type connState uint8
@@ -197,24 +200,24 @@ type KeyStats struct {
 
 // Stats is a snapshot of the pool: totals over all keys, and the counts of each key the
 // pool knows.
-type Stats struct {
-	KeyStats                     // totals over all keys
-	Keys     map[string]KeyStats // per key; keys with no connection and no waiter are absent
+type Stats[K comparable] struct {
+	KeyStats                // totals over all keys
+	Keys     map[K]KeyStats // per key; keys with no connection and no waiter are absent
 }
 
-// Pool is a keyed pool of connections of type C. Create one with [New].
+// Pool is a pool of connections of type C under keys of type K. Create one with [New].
 //
 // Pool is safe for concurrent use by multiple goroutines.
-type Pool[C any] struct {
-	cfg Config[C]
+type Pool[K comparable, C any] struct {
+	cfg Config[K, C]
 
 	mu      sync.Mutex // guards the following, and the unexported fields of every Conn
 	closed  bool
-	keys    map[string]*keyState[C]
-	idle    connList[C] // every idle connection, most recently used first, so oldest last
-	life    lifeHeap[C] // connections with a lifetime that have not been found past it
-	timer   *time.Timer // runs onTimer; nil until first needed
-	timerAt time.Time   // when timer fires; zero if it is not armed
+	keys    map[K]*keyState[K, C]
+	idle    connList[K, C] // every idle connection, most recently used first, so oldest last
+	life    lifeHeap[K, C] // connections with a lifetime that have not been found past it
+	timer   *time.Timer    // runs onTimer; nil until first needed
+	timerAt time.Time      // when timer fires; zero if it is not armed
 
 	// dialsRunning counts the dial goroutines that have not finished (see WaitDials).
 	// It outlives the dial's entry in keyState.dials: a goroutine finishes only once it
@@ -225,22 +228,22 @@ type Pool[C any] struct {
 
 // keyState is what the pool keeps for one key. It exists while the key has connections
 // (dialling included) or waiters. All fields are guarded by Pool.mu.
-type keyState[C any] struct {
-	key     string
+type keyState[K comparable, C any] struct {
+	key     K
 	conns   int // len(dials) + active + idle: what MaxPerKey limits
 	active  int // connections with uses > 0
 	uses    int // sum of uses
 	lastCap int // capacity of the last connection dialled (or SetCapacity); 0 if none yet
 	share   shareState
-	idle    connList[C] // most recently used first
-	shared  connList[C] // in use, with spare capacity, taking new uses
+	idle    connList[K, C] // most recently used first
+	shared  connList[K, C] // in use, with spare capacity, taking new uses
 
-	dials     []*dialJob[C] // dials in progress, in no order (dialJob.index)
-	abandoned int           // how many of dials are cancelled: no new Get shares those
+	dials     []*dialJob[K, C] // dials in progress, in no order (dialJob.index)
+	abandoned int              // how many of dials are cancelled: no new Get shares those
 
-	waiters   list.List // *waiter[C]: every waiting Get, in arrival order
-	dialWait  list.List // *waiter[C]: waiters with no dial, for want of a slot (MaxPerKey)
-	shareWait list.List // *waiter[C]: waiters with no dial, sharing a dial in progress
+	waiters   list.List // *waiter[K, C]: every waiting Get, in arrival order
+	dialWait  list.List // *waiter[K, C]: waiters with no dial, for want of a slot (MaxPerKey)
+	shareWait list.List // *waiter[K, C]: waiters with no dial, sharing a dial in progress
 }
 
 type shareState uint8
@@ -252,46 +255,46 @@ const (
 )
 
 // waiter is a Get waiting for a connection.
-type waiter[C any] struct {
+type waiter[K comparable, C any] struct {
 	ctx   context.Context
-	ks    *keyState[C]
-	ch    chan result[C] // buffered; receives exactly one result, under mu
-	el    *list.Element  // in ks.waiters; nil once the waiter is woken or gone
-	sub   *list.Element  // in subOf (ks.dialWait or ks.shareWait), or nil
+	ks    *keyState[K, C]
+	ch    chan result[K, C] // buffered; receives exactly one result, under mu
+	el    *list.Element     // in ks.waiters; nil once the waiter is woken or gone
+	sub   *list.Element     // in subOf (ks.dialWait or ks.shareWait), or nil
 	subOf *list.List
 }
 
 // dialJob is a dial in progress. It is on its key's dials from startDialLocked until its
 // goroutine places the result. Its fields are guarded by Pool.mu.
-type dialJob[C any] struct {
-	w         *waiter[C]              // the Get the dial was started for; w.el is nil once it is gone
+type dialJob[K comparable, C any] struct {
+	w         *waiter[K, C]           // the Get the dial was started for; w.el is nil once it is gone
 	cancel    context.CancelCauseFunc // cancels the ctx given to Config.Dial
 	cancelled bool                    // cancel was called
 	index     int                     // in keyState.dials
 }
 
-type result[C any] struct {
-	c    *Conn[C]
+type result[K comparable, C any] struct {
+	c    *Conn[K, C]
 	info GetInfo
 	err  error
 }
 
 // retirement is a connection to hand to Config.Retire once the lock is released.
-type retirement[C any] struct {
-	c   *Conn[C]
+type retirement[K comparable, C any] struct {
+	c   *Conn[K, C]
 	why Reason
 }
 
 // New returns a pool that makes and retires connections as cfg says. cfg.Dial must not
 // be nil. The pool starts no goroutine until it needs one.
-func New[C any](cfg Config[C]) *Pool[C] {
+func New[K comparable, C any](cfg Config[K, C]) *Pool[K, C] {
 	if cfg.Dial == nil {
 		panic("pool: Config.Dial is nil")
 	}
-	return &Pool[C]{
+	return &Pool[K, C]{
 		cfg:  cfg,
-		keys: make(map[string]*keyState[C]),
-		idle: connList[C]{global: true},
+		keys: make(map[K]*keyState[K, C]),
+		idle: connList[K, C]{global: true},
 	}
 }
 
@@ -309,15 +312,15 @@ func New[C any](cfg Config[C]) *Pool[C] {
 // request waits for it. If ctx is done when Get is called, Get returns its error at once.
 //
 // The caller gives the use back with Put, or drops the connection with Remove.
-func (p *Pool[C]) Get(ctx context.Context, key string) (*Conn[C], GetInfo, error) {
+func (p *Pool[K, C]) Get(ctx context.Context, key K) (*Conn[K, C], GetInfo, error) {
 	if ctx.Err() != nil {
 		return nil, GetInfo{}, context.Cause(ctx)
 	}
-	var buf [4]retirement[C]
+	var buf [4]retirement[K, C]
 	rs := buf[:0]
 	share := shareUnknown
 	p.mu.Lock()
-	var ks *keyState[C]
+	var ks *keyState[K, C]
 	for {
 		if p.closed {
 			p.mu.Unlock()
@@ -344,7 +347,7 @@ func (p *Pool[C]) Get(ctx context.Context, key string) (*Conn[C], GetInfo, error
 				for c := ks.idle.head; c != nil; c = ks.idle.head {
 					if why := p.staleLocked(c, now); why != 0 {
 						p.dropLocked(c)
-						rs = append(rs, retirement[C]{c, why})
+						rs = append(rs, retirement[K, C]{c, why})
 						continue
 					}
 					p.unidleLocked(c)
@@ -358,7 +361,7 @@ func (p *Pool[C]) Get(ctx context.Context, key string) (*Conn[C], GetInfo, error
 			}
 		}
 		if ks == nil {
-			ks = &keyState[C]{key: key}
+			ks = &keyState[K, C]{key: key}
 			p.keys[key] = ks
 		}
 		if ks.share == shareUnknown && share != shareUnknown {
@@ -377,7 +380,7 @@ func (p *Pool[C]) Get(ctx context.Context, key string) (*Conn[C], GetInfo, error
 		break
 	}
 
-	w := &waiter[C]{ctx: ctx, ks: ks, ch: make(chan result[C], 1)}
+	w := &waiter[K, C]{ctx: ctx, ks: ks, ch: make(chan result[K, C], 1)}
 	w.el = ks.waiters.PushBack(w)
 	switch {
 	case p.shareDialLocked(ks):
@@ -424,8 +427,8 @@ func (p *Pool[C]) Get(ctx context.Context, key string) (*Conn[C], GetInfo, error
 // Unshare: the pool has then dropped c, which is neither idled, handed on nor retired,
 // and the caller must end it. Put of a connection that is no longer in the pool (Remove,
 // TakeIdle) does nothing and reports false.
-func (p *Pool[C]) Put(c *Conn[C]) (drop bool) {
-	var buf [2]retirement[C]
+func (p *Pool[K, C]) Put(c *Conn[K, C]) (drop bool) {
+	var buf [2]retirement[K, C]
 	rs := buf[:0]
 	p.mu.Lock()
 	if c.state != stateActive || c.uses == 0 {
@@ -451,12 +454,12 @@ func (p *Pool[C]) Put(c *Conn[C]) (drop bool) {
 		drop = true
 	case p.closed:
 		p.dropLocked(c)
-		rs = append(rs, retirement[C]{c, Closed})
+		rs = append(rs, retirement[K, C]{c, Closed})
 	default:
 		now := time.Now()
 		if c.expired || !c.expires.IsZero() && !now.Before(c.expires) {
 			p.dropLocked(c)
-			rs = append(rs, retirement[C]{c, MaxLifetime})
+			rs = append(rs, retirement[K, C]{c, MaxLifetime})
 			break
 		}
 		p.offerLocked(c)
@@ -473,7 +476,7 @@ func (p *Pool[C]) Put(c *Conn[C]) (drop bool) {
 // broken or closing, and frees its slot so that a waiter of its key can dial. The caller
 // ends c; Retire is not called. Uses of c still held end with Put, which then does
 // nothing. Remove is safe to call more than once, and after Close.
-func (p *Pool[C]) Remove(c *Conn[C]) {
+func (p *Pool[K, C]) Remove(c *Conn[K, C]) {
 	p.mu.Lock()
 	if c.state != stateGone {
 		p.dropLocked(c)
@@ -485,7 +488,7 @@ func (p *Pool[C]) Remove(c *Conn[C]) {
 // connection that the peer closed while idle: if a Get raced and took c first, TakeIdle
 // reports false and the Get's caller finds out. When TakeIdle reports true the caller
 // ends c; Retire is not called.
-func (p *Pool[C]) TakeIdle(c *Conn[C]) bool {
+func (p *Pool[K, C]) TakeIdle(c *Conn[K, C]) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if c.state != stateIdle {
@@ -499,7 +502,7 @@ func (p *Pool[C]) TakeIdle(c *Conn[C]) bool {
 // 1 counts as 1. A larger capacity serves waiters of c's key at once. A smaller one takes
 // no use away: it only stops new uses until the uses fall under it. The new capacity also
 // decides whether Gets of c's key share dials in progress (see Config.ShareDials).
-func (p *Pool[C]) SetCapacity(c *Conn[C], n int) {
+func (p *Pool[K, C]) SetCapacity(c *Conn[K, C], n int) {
 	n = max(n, 1)
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -520,7 +523,7 @@ func (p *Pool[C]) SetCapacity(c *Conn[C], n int) {
 // Unshare drops it from the pool at once and reports true, and the caller ends c.
 // Otherwise, or if c is no longer in the pool, Unshare reports false. So, unless Remove
 // or TakeIdle intervene, exactly one of Unshare and the Puts of c reports true.
-func (p *Pool[C]) Unshare(c *Conn[C]) (drop bool) {
+func (p *Pool[K, C]) Unshare(c *Conn[K, C]) (drop bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	switch c.state {
@@ -540,12 +543,12 @@ func (p *Pool[C]) Unshare(c *Conn[C]) (drop bool) {
 // they would only have gone idle. Dials of keys with waiters go on. CloseIdle does not
 // wait for the connections to end, which is Retire's business, nor for the cancelled
 // dials to return (see WaitDials).
-func (p *Pool[C]) CloseIdle() {
+func (p *Pool[K, C]) CloseIdle() {
 	p.mu.Lock()
-	rs := make([]retirement[C], 0, p.idle.len)
+	rs := make([]retirement[K, C], 0, p.idle.len)
 	for c := p.idle.tail; c != nil; c = p.idle.tail {
 		p.dropLocked(c)
-		rs = append(rs, retirement[C]{c, CloseIdle})
+		rs = append(rs, retirement[K, C]{c, CloseIdle})
 	}
 	for _, ks := range p.keys {
 		if ks.waiters.Len() == 0 {
@@ -562,31 +565,51 @@ func (p *Pool[C]) CloseIdle() {
 // completes later. No dial starts after Close. Close does not wait for connections in use,
 // nor for the dials to return: WaitDials does. Remove, Stats and WaitDials keep working.
 // Close is safe to call more than once.
-func (p *Pool[C]) Close() {
+func (p *Pool[K, C]) Close() {
+	idle := p.close()
+	if p.cfg.Retire == nil {
+		return
+	}
+	for _, c := range idle {
+		p.cfg.Retire(c, Closed)
+	}
+}
+
+// CloseAndTakeIdle closes the pool as Close does, but hands the idle connections to its
+// caller, least recently used first, instead of retiring them: they are out of the pool,
+// and the caller ends them, as it would end a connection TakeIdle took. It is for a
+// caller that ends them otherwise than Retire would (a graceful shutdown under a deadline
+// of its own, say). Connections that leave the pool later (their last Put, a dial that
+// completes) are retired (Closed), as after Close. After the first call it returns nil.
+func (p *Pool[K, C]) CloseAndTakeIdle() []C { return p.close() }
+
+// close closes the pool for Close and CloseAndTakeIdle, and returns the idle connections
+// it dropped, least recently used first; nil if the pool was closed already.
+func (p *Pool[K, C]) close() []C {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
-		return
+		return nil
 	}
 	p.closed = true
 	if p.timer != nil {
 		p.timer.Stop()
 	}
 	p.timerAt = time.Time{}
-	rs := make([]retirement[C], 0, p.idle.len)
+	idle := make([]C, 0, p.idle.len)
 	for c := p.idle.tail; c != nil; c = p.idle.tail {
 		p.dropLocked(c)
-		rs = append(rs, retirement[C]{c, Closed})
+		idle = append(idle, c.Value)
 	}
 	for _, ks := range p.keys {
 		for e := ks.waiters.Front(); e != nil; e = ks.waiters.Front() {
-			p.wakeLocked(e.Value.(*waiter[C]), result[C]{err: ErrClosed})
+			p.wakeLocked(e.Value.(*waiter[K, C]), result[K, C]{err: ErrClosed})
 		}
 		p.abandonDialsLocked(ks, ErrClosed)
 		p.maybeForgetLocked(ks)
 	}
 	p.mu.Unlock()
-	p.retire(rs)
+	return idle
 }
 
 // WaitDials waits until no dial is in progress: every dial goroutine has returned from
@@ -600,7 +623,7 @@ func (p *Pool[C]) Close() {
 // After Close no dial starts, and the dials in progress are cancelled, so WaitDials
 // returns once each Dial has honoured its cancelled ctx. Retire and Dial must not call
 // WaitDials: it would wait for the very goroutine that calls it.
-func (p *Pool[C]) WaitDials(ctx context.Context) error {
+func (p *Pool[K, C]) WaitDials(ctx context.Context) error {
 	p.mu.Lock()
 	if p.dialsRunning == 0 {
 		p.mu.Unlock()
@@ -620,10 +643,10 @@ func (p *Pool[C]) WaitDials(ctx context.Context) error {
 }
 
 // Stats returns a snapshot of the pool's counts. It allocates only the map it returns.
-func (p *Pool[C]) Stats() Stats {
+func (p *Pool[K, C]) Stats() Stats[K] {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	s := Stats{Keys: make(map[string]KeyStats, len(p.keys))}
+	s := Stats[K]{Keys: make(map[K]KeyStats, len(p.keys))}
 	for key, ks := range p.keys {
 		k := KeyStats{
 			Conns:   ks.conns,
@@ -653,13 +676,13 @@ func (p *Pool[C]) Stats() Stats {
 // waiter (abandonDialsLocked) or after Close, which woke every waiter, and a Get that
 // left never comes back. So an error after cancellation goes to no one, and a connection
 // after cancellation serves whoever waits now, or goes idle, or is retired after Close.
-func (p *Pool[C]) dial(ctx context.Context, ks *keyState[C], d *dialJob[C]) {
+func (p *Pool[K, C]) dial(ctx context.Context, ks *keyState[K, C], d *dialJob[K, C]) {
 	v, capacity, err := p.cfg.Dial(ctx, ks.key)
 	var life time.Duration
 	if err == nil && p.cfg.Lifetime != nil {
 		life = p.cfg.Lifetime()
 	}
-	var buf [4]retirement[C]
+	var buf [4]retirement[K, C]
 	rs := buf[:0]
 
 	p.mu.Lock()
@@ -669,7 +692,7 @@ func (p *Pool[C]) dial(ctx context.Context, ks *keyState[C], d *dialJob[C]) {
 	if err != nil {
 		ks.conns--
 		if w.el != nil {
-			p.wakeLocked(w, result[C]{err: err})
+			p.wakeLocked(w, result[K, C]{err: err})
 		}
 		p.scheduleLocked(ks)
 		p.maybeForgetLocked(ks)
@@ -677,7 +700,7 @@ func (p *Pool[C]) dial(ctx context.Context, ks *keyState[C], d *dialJob[C]) {
 		p.mu.Unlock()
 		return
 	}
-	c := &Conn[C]{Value: v, Key: ks.key, ks: ks, capacity: max(capacity, 1), heapIndex: -1}
+	c := &Conn[K, C]{Value: v, Key: ks.key, ks: ks, capacity: max(capacity, 1), heapIndex: -1}
 	ks.lastCap = c.capacity
 	if life > 0 {
 		c.expires = now.Add(life)
@@ -685,7 +708,7 @@ func (p *Pool[C]) dial(ctx context.Context, ks *keyState[C], d *dialJob[C]) {
 	}
 	if p.closed {
 		p.dropLocked(c)
-		rs = append(rs, retirement[C]{c, Closed})
+		rs = append(rs, retirement[K, C]{c, Closed})
 	} else {
 		if w.el != nil {
 			p.serveLocked(w, c)
@@ -711,7 +734,7 @@ func (p *Pool[C]) dial(ctx context.Context, ks *keyState[C], d *dialJob[C]) {
 }
 
 // dialDoneLocked counts a dial goroutine out, and wakes WaitDials when it was the last.
-func (p *Pool[C]) dialDoneLocked() {
+func (p *Pool[K, C]) dialDoneLocked() {
 	p.dialsRunning--
 	if p.dialsRunning == 0 && p.dialsDone != nil {
 		close(p.dialsDone)
@@ -723,8 +746,8 @@ func (p *Pool[C]) dialDoneLocked() {
 // connections in use past their lifetime, and rearms the timer. It runs in the goroutine
 // of the pool's one time.AfterFunc timer, which exists so that idle connections leave on
 // time with no request to notice; it exits when done.
-func (p *Pool[C]) onTimer() {
-	var rs []retirement[C]
+func (p *Pool[K, C]) onTimer() {
+	var rs []retirement[K, C]
 	p.mu.Lock()
 	p.timerAt = time.Time{}
 	if p.closed {
@@ -736,14 +759,14 @@ func (p *Pool[C]) onTimer() {
 		// The idle list is in the order connections went idle: the oldest is last.
 		for c := p.idle.tail; c != nil && !now.Before(c.idleSince.Add(p.cfg.IdleTimeout)); c = p.idle.tail {
 			p.dropLocked(c)
-			rs = append(rs, retirement[C]{c, IdleTimeout})
+			rs = append(rs, retirement[K, C]{c, IdleTimeout})
 		}
 	}
 	for len(p.life) > 0 && !now.Before(p.life[0].expires) {
-		c := heap.Pop(&p.life).(*Conn[C])
+		c := heap.Pop(&p.life).(*Conn[K, C])
 		if c.state == stateIdle {
 			p.dropLocked(c)
-			rs = append(rs, retirement[C]{c, MaxLifetime})
+			rs = append(rs, retirement[K, C]{c, MaxLifetime})
 			continue
 		}
 		c.expired = true // Put retires it when its last use ends
@@ -755,7 +778,7 @@ func (p *Pool[C]) onTimer() {
 }
 
 // retire hands rs to Config.Retire. It must be called without the lock.
-func (p *Pool[C]) retire(rs []retirement[C]) {
+func (p *Pool[K, C]) retire(rs []retirement[K, C]) {
 	if p.cfg.Retire == nil {
 		return
 	}
@@ -767,7 +790,7 @@ func (p *Pool[C]) retire(rs []retirement[C]) {
 // armLocked makes sure the timer fires no later than the earliest idle timeout or end of
 // lifetime. It only ever brings the timer forward: a timer that fires early finds
 // nothing to do and rearms itself (onTimer), which costs less than rearming on every Get.
-func (p *Pool[C]) armLocked(now time.Time) {
+func (p *Pool[K, C]) armLocked(now time.Time) {
 	if p.closed {
 		return
 	}
@@ -789,7 +812,7 @@ func (p *Pool[C]) armLocked(now time.Time) {
 }
 
 // staleLocked reports why idle connection c must not be handed out at now, or 0.
-func (p *Pool[C]) staleLocked(c *Conn[C], now time.Time) Reason {
+func (p *Pool[K, C]) staleLocked(c *Conn[K, C], now time.Time) Reason {
 	if !c.expires.IsZero() && !now.Before(c.expires) {
 		return MaxLifetime
 	}
@@ -800,27 +823,27 @@ func (p *Pool[C]) staleLocked(c *Conn[C], now time.Time) Reason {
 }
 
 // shareableLocked reports whether c may take new uses, capacity allowing.
-func (p *Pool[C]) shareableLocked(c *Conn[C]) bool {
+func (p *Pool[K, C]) shareableLocked(c *Conn[K, C]) bool {
 	return !c.unshared && !c.expired && !p.closed
 }
 
 // canDialLocked reports whether MaxPerKey leaves a slot free for ks.
-func (p *Pool[C]) canDialLocked(ks *keyState[C]) bool {
+func (p *Pool[K, C]) canDialLocked(ks *keyState[K, C]) bool {
 	return p.cfg.MaxPerKey <= 0 || ks.conns < p.cfg.MaxPerKey
 }
 
 // shareDialLocked reports whether a new waiter of ks should wait for a dial in progress
 // rather than dial its own. A cancelled dial is not one to wait for.
-func (p *Pool[C]) shareDialLocked(ks *keyState[C]) bool {
+func (p *Pool[K, C]) shareDialLocked(ks *keyState[K, C]) bool {
 	return ks.liveDials() > 0 && (ks.lastCap > 1 || ks.lastCap == 0 && ks.share == shareYes)
 }
 
 // startDialLocked takes a slot of ks and starts a dial on behalf of waiter w, under a
 // context of its own: w's values, not its cancellation, so that the dial can outlive w,
 // and a cancel for abandonDialsLocked.
-func (p *Pool[C]) startDialLocked(ks *keyState[C], w *waiter[C]) {
+func (p *Pool[K, C]) startDialLocked(ks *keyState[K, C], w *waiter[K, C]) {
 	ctx, cancel := context.WithCancelCause(context.WithoutCancel(w.ctx))
-	d := &dialJob[C]{w: w, cancel: cancel, index: len(ks.dials)}
+	d := &dialJob[K, C]{w: w, cancel: cancel, index: len(ks.dials)}
 	ks.dials = append(ks.dials, d)
 	ks.conns++
 	p.dialsRunning++
@@ -844,7 +867,7 @@ func (p *Pool[C]) startDialLocked(ks *keyState[C], w *waiter[C]) {
 // Calling a context's cancel under mu is safe: it takes only the context package's own
 // locks and runs no code of ours nor of Dial's (context.AfterFunc functions run in
 // goroutines of their own).
-func (p *Pool[C]) abandonDialsLocked(ks *keyState[C], cause error) {
+func (p *Pool[K, C]) abandonDialsLocked(ks *keyState[K, C], cause error) {
 	for _, d := range ks.dials {
 		if !d.cancelled {
 			d.cancelled = true
@@ -857,18 +880,18 @@ func (p *Pool[C]) abandonDialsLocked(ks *keyState[C], cause error) {
 // scheduleLocked starts the dials that waiters of ks may start now: those that waited
 // for a slot, while slots are free, then those that waited to share a dial, if there is
 // no longer a dial to share.
-func (p *Pool[C]) scheduleLocked(ks *keyState[C]) {
+func (p *Pool[K, C]) scheduleLocked(ks *keyState[K, C]) {
 	if p.closed {
 		return
 	}
 	for ks.dialWait.Len() > 0 && p.canDialLocked(ks) {
-		w := ks.dialWait.Front().Value.(*waiter[C])
+		w := ks.dialWait.Front().Value.(*waiter[K, C])
 		ks.dialWait.Remove(w.sub)
 		w.sub, w.subOf = nil, nil
 		p.startDialLocked(ks, w)
 	}
 	for ks.shareWait.Len() > 0 && !p.shareDialLocked(ks) {
-		w := ks.shareWait.Front().Value.(*waiter[C])
+		w := ks.shareWait.Front().Value.(*waiter[K, C])
 		ks.shareWait.Remove(w.sub)
 		w.sub, w.subOf = nil, nil
 		if p.canDialLocked(ks) {
@@ -880,10 +903,10 @@ func (p *Pool[C]) scheduleLocked(ks *keyState[C]) {
 }
 
 // liveDials returns how many dials of ks are in progress and not cancelled.
-func (ks *keyState[C]) liveDials() int { return len(ks.dials) - ks.abandoned }
+func (ks *keyState[K, C]) liveDials() int { return len(ks.dials) - ks.abandoned }
 
 // removeDial takes d, whose Dial has returned, off ks.dials.
-func (ks *keyState[C]) removeDial(d *dialJob[C]) {
+func (ks *keyState[K, C]) removeDial(d *dialJob[K, C]) {
 	last := len(ks.dials) - 1
 	moved := ks.dials[last]
 	ks.dials[d.index] = moved
@@ -896,7 +919,7 @@ func (ks *keyState[C]) removeDial(d *dialJob[C]) {
 }
 
 // acquireLocked takes one use of c, which is in use or was just taken off the idle list.
-func (p *Pool[C]) acquireLocked(c *Conn[C]) {
+func (p *Pool[K, C]) acquireLocked(c *Conn[K, C]) {
 	ks := c.ks
 	if c.uses == 0 {
 		ks.active++
@@ -910,7 +933,7 @@ func (p *Pool[C]) acquireLocked(c *Conn[C]) {
 
 // fixSharedLocked puts c on its key's shared list, or takes it off, as its uses,
 // capacity and flags say.
-func (p *Pool[C]) fixSharedLocked(c *Conn[C]) {
+func (p *Pool[K, C]) fixSharedLocked(c *Conn[K, C]) {
 	want := c.state == stateActive && c.uses > 0 && c.uses < c.capacity && p.shareableLocked(c)
 	if want == c.inShared {
 		return
@@ -925,28 +948,28 @@ func (p *Pool[C]) fixSharedLocked(c *Conn[C]) {
 
 // offerLocked gives uses of c, which may take new uses, to the waiters of its key, first
 // come first served, while its capacity allows.
-func (p *Pool[C]) offerLocked(c *Conn[C]) {
+func (p *Pool[K, C]) offerLocked(c *Conn[K, C]) {
 	ks := c.ks
 	for c.uses < c.capacity && ks.waiters.Len() > 0 {
-		p.serveLocked(ks.waiters.Front().Value.(*waiter[C]), c)
+		p.serveLocked(ks.waiters.Front().Value.(*waiter[K, C]), c)
 	}
 }
 
 // serveLocked gives one use of c to waiter w.
-func (p *Pool[C]) serveLocked(w *waiter[C], c *Conn[C]) {
+func (p *Pool[K, C]) serveLocked(w *waiter[K, C], c *Conn[K, C]) {
 	info := GetInfo{Reused: c.served}
 	p.acquireLocked(c)
-	p.wakeLocked(w, result[C]{c: c, info: info})
+	p.wakeLocked(w, result[K, C]{c: c, info: info})
 }
 
 // wakeLocked takes w out of the queues and sends it r.
-func (p *Pool[C]) wakeLocked(w *waiter[C], r result[C]) {
+func (p *Pool[K, C]) wakeLocked(w *waiter[K, C], r result[K, C]) {
 	p.unqueueLocked(w)
 	w.ch <- r
 }
 
 // unqueueLocked takes w out of the queues of its key.
-func (p *Pool[C]) unqueueLocked(w *waiter[C]) {
+func (p *Pool[K, C]) unqueueLocked(w *waiter[K, C]) {
 	w.ks.waiters.Remove(w.el)
 	w.el = nil
 	if w.sub != nil {
@@ -957,7 +980,7 @@ func (p *Pool[C]) unqueueLocked(w *waiter[C]) {
 
 // idleLocked puts c, which has no uses, at the front of the idle lists, retires the
 // idle connections over the limits into rs, and returns rs.
-func (p *Pool[C]) idleLocked(c *Conn[C], now time.Time, rs []retirement[C]) []retirement[C] {
+func (p *Pool[K, C]) idleLocked(c *Conn[K, C], now time.Time, rs []retirement[K, C]) []retirement[K, C] {
 	ks := c.ks
 	c.state = stateIdle
 	c.idleSince = now
@@ -967,14 +990,14 @@ func (p *Pool[C]) idleLocked(c *Conn[C], now time.Time, rs []retirement[C]) []re
 		for ks.idle.len > limit {
 			old := ks.idle.tail
 			p.dropLocked(old)
-			rs = append(rs, retirement[C]{old, IdleLimit})
+			rs = append(rs, retirement[K, C]{old, IdleLimit})
 		}
 	}
 	if limit := p.cfg.MaxIdle; limit > 0 {
 		for p.idle.len > limit {
 			old := p.idle.tail
 			p.dropLocked(old)
-			rs = append(rs, retirement[C]{old, IdleLimit})
+			rs = append(rs, retirement[K, C]{old, IdleLimit})
 		}
 	}
 	p.armLocked(now)
@@ -982,14 +1005,14 @@ func (p *Pool[C]) idleLocked(c *Conn[C], now time.Time, rs []retirement[C]) []re
 }
 
 // unidleLocked takes idle connection c off the idle lists.
-func (p *Pool[C]) unidleLocked(c *Conn[C]) {
+func (p *Pool[K, C]) unidleLocked(c *Conn[K, C]) {
 	c.ks.idle.remove(c)
 	p.idle.remove(c)
 	c.state = stateActive
 }
 
 // dropLocked takes c out of the pool for good and frees its slot.
-func (p *Pool[C]) dropLocked(c *Conn[C]) {
+func (p *Pool[K, C]) dropLocked(c *Conn[K, C]) {
 	ks := c.ks
 	if c.state == stateIdle {
 		p.unidleLocked(c)
@@ -1010,7 +1033,7 @@ func (p *Pool[C]) dropLocked(c *Conn[C]) {
 }
 
 // maybeForgetLocked forgets ks if it has no connection and no waiter left.
-func (p *Pool[C]) maybeForgetLocked(ks *keyState[C]) {
+func (p *Pool[K, C]) maybeForgetLocked(ks *keyState[K, C]) {
 	if ks.conns == 0 && ks.waiters.Len() == 0 && p.keys[ks.key] == ks {
 		delete(p.keys, ks.key)
 	}

@@ -3,6 +3,7 @@ package pool
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -45,12 +46,12 @@ func TestNewWithoutDialPanics(t *testing.T) {
 			t.Errorf("got no panic, want one")
 		}
 	}()
-	New(Config[int]{})
+	New(Config[string, int]{})
 }
 
 func TestMRUReuse(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, Config[*fakeConn]{})
+		h := newHarness(t, Config[string, *fakeConn]{})
 		defer h.p.Close()
 		a, b, c := h.get("k"), h.get("k"), h.get("k")
 		h.p.Put(a)
@@ -106,9 +107,9 @@ func TestIdleLimits(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				h := newHarness(t, Config[*fakeConn]{MaxIdle: tt.maxIdle, MaxIdlePerKey: tt.maxIdlePerKey})
+				h := newHarness(t, Config[string, *fakeConn]{MaxIdle: tt.maxIdle, MaxIdlePerKey: tt.maxIdlePerKey})
 				defer h.p.Close()
-				conns := make([]*Conn[*fakeConn], len(tt.keys))
+				conns := make([]*Conn[string, *fakeConn], len(tt.keys))
 				for i, k := range tt.keys {
 					conns[i] = h.get(k)
 				}
@@ -132,7 +133,7 @@ func TestIdleLimits(t *testing.T) {
 
 func TestMaxPerKeyFIFO(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, Config[*fakeConn]{MaxPerKey: 1})
+		h := newHarness(t, Config[string, *fakeConn]{MaxPerKey: 1})
 		defer h.p.Close()
 		c := h.get("k")
 		var calls []*getCall
@@ -189,7 +190,7 @@ func TestWaiterCancel(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				h := newHarness(t, Config[*fakeConn]{MaxPerKey: 1})
+				h := newHarness(t, Config[string, *fakeConn]{MaxPerKey: 1})
 				defer h.p.Close()
 				c := h.get("k")
 				ctx, stop := tt.ctx()
@@ -213,7 +214,7 @@ func TestWaiterCancel(t *testing.T) {
 
 func TestGetWithDoneContext(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, Config[*fakeConn]{})
+		h := newHarness(t, Config[string, *fakeConn]{})
 		defer h.p.Close()
 		h.p.Put(h.get("k"))
 		ctx, cancel := context.WithCancel(context.Background())
@@ -233,12 +234,12 @@ type ctxKey struct{}
 func TestDialOutlivesGetWhileOthersWait(t *testing.T) {
 	tests := []struct {
 		name        string
-		cfg         Config[*fakeConn]
+		cfg         Config[string, *fakeConn]
 		secondDials bool // the second Get dials its own
 	}{
-		{"second waits for a slot", Config[*fakeConn]{MaxPerKey: 1}, false},
-		{"second shares the dial", Config[*fakeConn]{ShareDials: func(string) bool { return true }}, false},
-		{"second dials its own", Config[*fakeConn]{}, true},
+		{"second waits for a slot", Config[string, *fakeConn]{MaxPerKey: 1}, false},
+		{"second shares the dial", Config[string, *fakeConn]{ShareDials: func(string) bool { return true }}, false},
+		{"second dials its own", Config[string, *fakeConn]{}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -297,7 +298,7 @@ func TestDialError(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				cfg := Config[*fakeConn]{MaxPerKey: tt.maxPerKey}
+				cfg := Config[string, *fakeConn]{MaxPerKey: tt.maxPerKey}
 				if tt.shareDials {
 					cfg.ShareDials = func(string) bool { return true }
 				}
@@ -325,7 +326,7 @@ func TestDialError(t *testing.T) {
 
 func TestDialErrorForgetsKey(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, Config[*fakeConn]{}, gated())
+		h := newHarness(t, Config[string, *fakeConn]{}, gated())
 		defer h.p.Close()
 		g := h.goGet(context.Background(), "k")
 		h.nextDial().fail(errDial)
@@ -338,7 +339,7 @@ func TestDialErrorForgetsKey(t *testing.T) {
 
 func TestIdleTimeout(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, Config[*fakeConn]{IdleTimeout: 10 * time.Second})
+		h := newHarness(t, Config[string, *fakeConn]{IdleTimeout: 10 * time.Second})
 		defer h.p.Close()
 		a, b, c := h.get("a"), h.get("b"), h.get("a")
 		h.p.Put(a) // idle at 0s
@@ -367,9 +368,9 @@ func TestIdleTimeout(t *testing.T) {
 func TestIdleTimeoutManyConns(t *testing.T) {
 	// 10 000 idle connections over 100 keys leave on time, in LRU order.
 	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, Config[*fakeConn]{IdleTimeout: time.Minute})
+		h := newHarness(t, Config[string, *fakeConn]{IdleTimeout: time.Minute})
 		defer h.p.Close()
-		var conns []*Conn[*fakeConn]
+		var conns []*Conn[string, *fakeConn]
 		for i := range 10000 {
 			conns = append(conns, h.get(string(rune('a'+i%100))))
 		}
@@ -399,7 +400,7 @@ func TestIdleTimeoutManyConns(t *testing.T) {
 func TestLifetime(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		lifetime := time.Minute
-		cfg := Config[*fakeConn]{Lifetime: func() time.Duration { return lifetime }}
+		cfg := Config[string, *fakeConn]{Lifetime: func() time.Duration { return lifetime }}
 		h := newHarness(t, cfg)
 		defer h.p.Close()
 		idle, busy := h.get("k"), h.get("k")
@@ -424,7 +425,7 @@ func TestLifetime(t *testing.T) {
 
 func TestLifetimeShared(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		cfg := Config[*fakeConn]{Lifetime: func() time.Duration { return time.Minute }}
+		cfg := Config[string, *fakeConn]{Lifetime: func() time.Duration { return time.Minute }}
 		h := newHarness(t, cfg, capacity(3))
 		defer h.p.Close()
 		a := h.get("k")
@@ -441,7 +442,7 @@ func TestLifetimeShared(t *testing.T) {
 func TestStaleIdleNotHandedOut(t *testing.T) {
 	// Get does not wait for the timer to notice a stale idle connection.
 	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, Config[*fakeConn]{IdleTimeout: time.Second})
+		h := newHarness(t, Config[string, *fakeConn]{IdleTimeout: time.Second})
 		defer h.p.Close()
 		a := h.get("k")
 		h.p.Put(a)
@@ -459,7 +460,7 @@ func TestStaleIdleNotHandedOut(t *testing.T) {
 
 func TestCloseIdle(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, Config[*fakeConn]{})
+		h := newHarness(t, Config[string, *fakeConn]{})
 		defer h.p.Close()
 		a, b, c, busy := h.get("x"), h.get("y"), h.get("x"), h.get("x")
 		h.p.Put(a)
@@ -479,7 +480,7 @@ func TestCloseIdle(t *testing.T) {
 
 func TestClose(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, Config[*fakeConn]{MaxPerKey: 1}, gated())
+		h := newHarness(t, Config[string, *fakeConn]{MaxPerKey: 1}, gated())
 		idle := h.goGet(context.Background(), "idle")
 		h.nextDial().complete(1)
 		h.p.Put(idle.wantConn())
@@ -511,6 +512,34 @@ func TestClose(t *testing.T) {
 	})
 }
 
+// TestCloseAndTakeIdle: CloseAndTakeIdle closes the pool as Close does, but hands the idle
+// connections to its caller, least recently used first, instead of retiring them; a
+// connection whose last use ends later is retired as after Close.
+func TestCloseAndTakeIdle(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, Config[string, *fakeConn]{})
+		older, newer, busy := h.get("a"), h.get("b"), h.get("a")
+		h.p.Put(older)
+		time.Sleep(time.Second)
+		h.p.Put(newer)
+		got := h.p.CloseAndTakeIdle()
+		if want := []*fakeConn{older.Value, newer.Value}; !slices.Equal(got, want) {
+			t.Errorf("CloseAndTakeIdle: got %v, want %v (least recently used first)", got, want)
+		}
+		h.wantRetired() // the caller ends them
+		if _, _, err := h.p.Get(context.Background(), "a"); !errors.Is(err, ErrClosed) {
+			t.Errorf("Get after CloseAndTakeIdle: got error %v, want %v", err, ErrClosed)
+		}
+		h.p.Put(busy)
+		h.wantRetired(retired{id(busy), Closed})
+		if got := h.p.CloseAndTakeIdle(); got != nil {
+			t.Errorf("CloseAndTakeIdle again: got %v, want nil", got)
+		}
+		h.p.Close()
+		h.wantRetired()
+	})
+}
+
 func TestShared(t *testing.T) {
 	tests := []struct {
 		name      string
@@ -523,7 +552,7 @@ func TestShared(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				h := newHarness(t, Config[*fakeConn]{MaxPerKey: tt.maxPerKey}, capacity(3))
+				h := newHarness(t, Config[string, *fakeConn]{MaxPerKey: tt.maxPerKey}, capacity(3))
 				defer h.p.Close()
 				a := h.get("k")
 				for i := range 2 {
@@ -576,9 +605,9 @@ func TestShareDials(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				h := newHarness(t, Config[*fakeConn]{ShareDials: tt.shareDials}, gated())
+				h := newHarness(t, Config[string, *fakeConn]{ShareDials: tt.shareDials}, gated())
 				defer h.p.Close()
-				var keep *Conn[*fakeConn]
+				var keep *Conn[string, *fakeConn]
 				if tt.knownCap > 0 {
 					g := h.goGet(context.Background(), "k")
 					h.nextDial().complete(tt.knownCap)
@@ -606,7 +635,7 @@ func TestShareDials(t *testing.T) {
 				if dials != tt.wantDials {
 					t.Errorf("dials: got %v, want %v", dials, tt.wantDials)
 				}
-				uses := map[*Conn[*fakeConn]]int{}
+				uses := map[*Conn[string, *fakeConn]]int{}
 				for _, g := range calls {
 					uses[g.wantConn()]++
 				}
@@ -625,7 +654,7 @@ func TestShareDials(t *testing.T) {
 
 func TestSetCapacity(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, Config[*fakeConn]{MaxPerKey: 1})
+		h := newHarness(t, Config[string, *fakeConn]{MaxPerKey: 1})
 		defer h.p.Close()
 		a := h.get("k")
 		g1 := h.goGet(context.Background(), "k")
@@ -657,7 +686,7 @@ func TestSetCapacity(t *testing.T) {
 
 func TestUnshare(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, Config[*fakeConn]{MaxPerKey: 2}, capacity(2))
+		h := newHarness(t, Config[string, *fakeConn]{MaxPerKey: 2}, capacity(2))
 		defer h.p.Close()
 		a := h.get("k")
 		if a2 := h.get("k"); a2 != a {
@@ -706,7 +735,7 @@ func TestUnshare(t *testing.T) {
 
 func TestRemove(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, Config[*fakeConn]{MaxPerKey: 1})
+		h := newHarness(t, Config[string, *fakeConn]{MaxPerKey: 1})
 		defer h.p.Close()
 		a := h.get("k")
 		g := h.goGet(context.Background(), "k")
@@ -731,7 +760,7 @@ func TestRemove(t *testing.T) {
 
 func TestTakeIdle(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, Config[*fakeConn]{})
+		h := newHarness(t, Config[string, *fakeConn]{})
 		defer h.p.Close()
 		a, b := h.get("k"), h.get("k")
 		h.p.Put(a)
@@ -751,7 +780,7 @@ func TestTakeIdle(t *testing.T) {
 
 func TestStats(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		h := newHarness(t, Config[*fakeConn]{MaxPerKey: 2}, gated())
+		h := newHarness(t, Config[string, *fakeConn]{MaxPerKey: 2}, gated())
 		defer h.p.Close()
 		g1 := h.goGet(context.Background(), "a")
 		h.nextDial().complete(2)
@@ -763,7 +792,7 @@ func TestStats(t *testing.T) {
 		g4 := h.goGet(context.Background(), "b")
 		db := h.nextDial()
 		got := h.p.Stats()
-		want := Stats{
+		want := Stats[string]{
 			KeyStats: KeyStats{Conns: 3, Active: 1, Dialing: 2, Waiting: 3, Uses: 2},
 			Keys: map[string]KeyStats{
 				"a": {Conns: 2, Active: 1, Dialing: 1, Waiting: 2, Uses: 2},
@@ -786,7 +815,7 @@ func TestStats(t *testing.T) {
 }
 
 func TestGetPutAllocs(t *testing.T) {
-	h := newHarness(t, Config[*fakeConn]{MaxIdle: 10, IdleTimeout: time.Minute, Lifetime: func() time.Duration { return time.Hour }})
+	h := newHarness(t, Config[string, *fakeConn]{MaxIdle: 10, IdleTimeout: time.Minute, Lifetime: func() time.Duration { return time.Hour }})
 	defer h.p.Close()
 	h.p.Put(h.get("k"))
 	ctx := context.Background()

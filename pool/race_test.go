@@ -28,11 +28,11 @@ type raceConn struct {
 func TestConcurrent(t *testing.T) {
 	tests := []struct {
 		name string
-		cfg  Config[*raceConn]
+		cfg  Config[string, *raceConn]
 	}{
-		{"limits", Config[*raceConn]{MaxPerKey: 3, MaxIdle: 4, MaxIdlePerKey: 2}},
-		{"timers", Config[*raceConn]{MaxPerKey: 4, IdleTimeout: 50 * time.Microsecond, Lifetime: func() time.Duration { return time.Duration(rand.IntN(300)) * time.Microsecond }}},
-		{"no limits, shared dials", Config[*raceConn]{ShareDials: func(key string) bool { return key != "k0" }}},
+		{"limits", Config[string, *raceConn]{MaxPerKey: 3, MaxIdle: 4, MaxIdlePerKey: 2}},
+		{"timers", Config[string, *raceConn]{MaxPerKey: 4, IdleTimeout: 50 * time.Microsecond, Lifetime: func() time.Duration { return time.Duration(rand.IntN(300)) * time.Microsecond }}},
+		{"no limits, shared dials", Config[string, *raceConn]{ShareDials: func(key string) bool { return key != "k0" }}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -46,7 +46,7 @@ func TestConcurrent(t *testing.T) {
 			)
 			errFlaky := errors.New("flaky dial")
 			cfg := tt.cfg
-			var p *Pool[*raceConn]
+			var p *Pool[string, *raceConn]
 			cfg.Dial = func(ctx context.Context, key string) (*raceConn, int, error) {
 				timer := time.NewTimer(time.Duration(rand.IntN(50)) * time.Microsecond)
 				defer timer.Stop()
@@ -193,7 +193,7 @@ func TestConcurrentClose(t *testing.T) {
 			drops   atomic.Int64
 			closed  atomic.Bool
 		)
-		p := New(Config[*raceConn]{
+		p := New(Config[string, *raceConn]{
 			MaxPerKey:  2,
 			ShareDials: func(key string) bool { return key == "h2" },
 			Dial: func(ctx context.Context, key string) (*raceConn, int, error) {
@@ -289,7 +289,7 @@ func TestConcurrentClose(t *testing.T) {
 }
 
 func BenchmarkGetPut(b *testing.B) {
-	p := New(Config[int]{
+	p := New(Config[string, int]{
 		MaxIdle:     100,
 		IdleTimeout: time.Minute,
 		Dial:        func(context.Context, string) (int, int, error) { return 1, 1, nil },
@@ -309,7 +309,7 @@ func BenchmarkGetPut(b *testing.B) {
 }
 
 func BenchmarkGetPutParallel(b *testing.B) {
-	p := New(Config[int]{
+	p := New(Config[string, int]{
 		IdleTimeout: time.Minute,
 		Dial:        func(context.Context, string) (int, int, error) { return 1, 1, nil },
 	})
