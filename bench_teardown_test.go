@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"github.com/endwell/endwell"
+	"github.com/endwell/endwell/internal/testpeer"
 )
 
 // transports returns the two transports compared by the benchmarks, configured alike.
@@ -322,39 +324,36 @@ func closeAllIdle(rt http.RoundTripper) {
 
 // closerChild is a child process (TestCloserChild) holding idle connections for
 // BenchmarkLatencyUnderTeardown's closer=process.
-type closerChild struct {
-	stdin io.WriteCloser
-	lines *bufio.Scanner
-}
+type closerChild struct{ proc *testpeer.Proc }
+
+// closerClosed is the child's answer once it closed its connections: the CPU time that took.
+var closerClosed = regexp.MustCompile(`(?m)^closed (\d+)$`)
 
 // startCloserChild starts a child that opens n idle connections over impl to the servers
 // at addrs, trusting the certificate in caFile, and returns once they are open. The child
 // ends with the benchmark.
 func startCloserChild(b *testing.B, impl, caFile string, addrs []string, n int) *closerChild {
 	b.Helper()
-	stdin, lines := startTestChild(b, "TestCloserChild",
+	p := startTestChild(b, "TestCloserChild",
 		fmt.Sprintf("ENDWELL_CLOSER_CHILD=%s;%s;%d;%s", impl, caFile, n, strings.Join(addrs, ",")))
-	c := &closerChild{stdin: stdin, lines: lines}
-	if !c.lines.Scan() || c.lines.Text() != "ready" {
-		b.Fatalf("closer child: got %q (%v), want ready", c.lines.Text(), c.lines.Err())
+	if out, ok := p.WaitOutput(childReady, childWait); !ok {
+		b.Fatalf("closer child: got %q, want ready", out)
 	}
-	return c
+	return &closerChild{proc: p}
 }
 
 // closeAll has the child close its connections, and returns the CPU time that took it.
 func (c *closerChild) closeAll(b *testing.B) time.Duration {
-	if _, err := io.WriteString(c.stdin, "close\n"); err != nil {
+	if _, err := io.WriteString(c.proc.Stdin, "close\n"); err != nil {
 		b.Error(err)
 		return 0
 	}
-	var ns int64
-	if !c.lines.Scan() {
-		b.Errorf("closer child: no answer: %v", c.lines.Err())
+	out, ok := c.proc.WaitOutput(closerClosed, childWait)
+	if !ok {
+		b.Errorf("closer child: got %q, want closed <ns>", out)
 		return 0
 	}
-	if _, err := fmt.Sscanf(c.lines.Text(), "closed %d", &ns); err != nil {
-		b.Errorf("closer child: got %q, want closed <ns>", c.lines.Text())
-	}
+	ns, _ := strconv.ParseInt(closerClosed.FindStringSubmatch(out)[1], 10, 64)
 	return time.Duration(ns)
 }
 

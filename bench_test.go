@@ -7,17 +7,17 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/endwell/endwell/internal/testpeer"
 )
 
 // fastServer is a minimal HTTP/1.1 keep-alive server for benchmarks: it answers every
 // request with the same small response, so that the clients' cost dominates. It reads each
 // request's header block and ignores bodies (benchmark requests have none).
 type fastServer struct {
-	ln   net.Listener
-	wg   sync.WaitGroup
+	srv  *testpeer.Server
 	resp []byte // the small response
 	big  []byte // the response to /big
 }
@@ -27,54 +27,34 @@ func newFastServer(tb testing.TB, tlsCfg *tls.Config) *fastServer {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	s := serveFast(ln, tlsCfg)
-	tb.Cleanup(s.close)
-	return s
+	return serveFast(tb, ln, tlsCfg)
 }
 
-// serveFast serves ln until close: "/big" gets a 1 MiB body, anything else 128 bytes.
-func serveFast(ln net.Listener, tlsCfg *tls.Config) *fastServer {
-	if tlsCfg != nil {
-		ln = tls.NewListener(ln, tlsCfg)
-	}
-	s := &fastServer{ln: ln}
+// serveFast serves ln until the test ends: "/big" gets a 1 MiB body, anything else 128 bytes.
+func serveFast(tb testing.TB, ln net.Listener, tlsCfg *tls.Config) *fastServer {
+	s := &fastServer{}
 	s.resp = append([]byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 128\r\n\r\n"), bytes.Repeat([]byte("x"), 128)...)
 	s.big = append([]byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1048576\r\n\r\n"), bytes.Repeat([]byte("y"), 1<<20)...)
-	s.wg.Add(1)
-	// The accept loop: it exits when the listener closes.
-	go func() {
-		defer s.wg.Done()
+	// One connection's loop: it ends when the client closes or an error occurs.
+	s.srv = testpeer.ServeListener(tb, ln, tlsCfg, func(_ int, c net.Conn) {
+		defer c.Close() // with TLS, close_notify first
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			big, err := skipHeader(br)
 			if err != nil {
 				return
 			}
-			s.wg.Add(1)
-			// One connection's loop: it exits when the client closes or an error occurs.
-			go func() {
-				defer s.wg.Done()
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					big, err := skipHeader(br)
-					if err != nil {
-						return
-					}
-					resp := s.resp
-					if big {
-						resp = s.big
-					}
-					if _, err := c.Write(resp); err != nil {
-						return
-					}
-				}
-			}()
+			resp := s.resp
+			if big {
+				resp = s.big
+			}
+			if _, err := c.Write(resp); err != nil {
+				return
+			}
 		}
-	}()
+	})
 	return s
 }
-
-func (s *fastServer) close() { s.ln.Close(); s.wg.Wait() }
 
 // skipHeader reads one request's header block and reports whether it asked for /big.
 func skipHeader(br *bufio.Reader) (big bool, err error) {
@@ -99,7 +79,7 @@ func reportCPU(b *testing.B, cpu0 time.Duration) {
 	b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/float64(b.N)/1e3, "cpu-µs/op")
 }
 
-func (s *fastServer) url(scheme string) string { return scheme + "://" + s.ln.Addr().String() + "/" }
+func (s *fastServer) url(scheme string) string { return scheme + "://" + s.srv.Addr() + "/" }
 
 // BenchmarkHTTP1 compares endwell with net/http.Transport: HTTP/1.1 small responses over
 // keep-alive connections, 32 concurrent clients, plain and TLS, in the same run against the

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/endwell/endwell"
+	"github.com/endwell/endwell/internal/testpeer"
 	"github.com/endwell/endwell/internal/witness"
 )
 
@@ -95,42 +96,11 @@ func (f *faultRun) waitClose(mode, reason string) []string {
 // faultRawPeer listens on 127.0.0.1 and runs serve on each accepted connection, in a goroutine
 // of its own, until the test ends; serve must return once done is closed.
 func faultRawPeer(t *testing.T, serve func(c *net.TCPConn, done <-chan struct{})) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	done := make(chan struct{})
-	exited := make(chan struct{})
-	// The accept loop: it serves connections until the listener closes.
-	go func() {
-		defer close(exited)
-		var conns []chan struct{}
-		defer func() {
-			for _, c := range conns {
-				<-c
-			}
-		}()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			ch := make(chan struct{})
-			conns = append(conns, ch)
-			// One connection's script.
-			go func() {
-				defer close(ch)
-				defer c.Close()
-				serve(c.(*net.TCPConn), done)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		close(done)
-		ln.Close()
-		<-exited
-	})
-	return ln.Addr().String()
+	// One connection's script.
+	srv := testpeer.Serve(t, nil, func(_ int, c net.Conn) { serve(c.(*net.TCPConn), done) })
+	t.Cleanup(func() { close(done) }) // before the server's close: cleanups run last first
+	return srv.Addr()
 }
 
 // faultRST resets c: SO_LINGER 0, then close.

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/endwell/endwell"
+	"github.com/endwell/endwell/internal/testpeer"
 	"github.com/endwell/endwell/internal/witness"
 )
 
@@ -230,51 +230,25 @@ func TestGoodbyeHalfClosingServer(t *testing.T) {
 // tls.Conn.Close does, as nginx does: close_notify, then close. What arrives after, our
 // close_notify and FIN, draws its kernel's reset.
 type closingServer struct {
-	ln   net.Listener
-	cfg  *tls.Config
+	srv  *testpeer.Server
 	resp string
 	idle time.Duration
-	wg   sync.WaitGroup
 }
 
 func startClosingServer(t *testing.T, resp string, idle time.Duration) (*closingServer, *tls.Config) {
 	t.Helper()
 	srvCfg, cliCfg := benchTLS(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &closingServer{ln: ln, cfg: srvCfg, resp: resp, idle: idle}
-	s.wg.Add(1)
-	// The accept loop: it exits when the listener is closed.
-	go func() {
-		defer s.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s.wg.Add(1)
-			// One connection: it ends within waitFor, by its deadline at the latest.
-			go func() {
-				defer s.wg.Done()
-				s.serve(c)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		s.wg.Wait()
-	})
+	s := &closingServer{resp: resp, idle: idle}
+	// One connection: it ends within waitFor, by its deadline at the latest.
+	s.srv = testpeer.Serve(t, srvCfg, func(_ int, c net.Conn) { s.serve(c.(*tls.Conn)) })
 	return s, cliCfg
 }
 
-func (s *closingServer) url() string { return "https://" + s.ln.Addr().String() + "/" }
+func (s *closingServer) url() string { return "https://" + s.srv.Addr() + "/" }
 
-func (s *closingServer) serve(c net.Conn) {
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(waitFor))
-	tc := tls.Server(c, s.cfg)
+// serve answers one request on tc; testpeer closes the TCP connection after.
+func (s *closingServer) serve(tc *tls.Conn) {
+	tc.SetDeadline(time.Now().Add(waitFor))
 	if _, err := http.ReadRequest(bufio.NewReader(tc)); err != nil {
 		return
 	}
@@ -352,30 +326,18 @@ func TestGoodbyeNginx(t *testing.T) {
 func TestGoodbyeRecordHeaderError(t *testing.T) {
 	checkLeaks(t)
 	srvCfg, cliCfg := benchTLS(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	// The server: one connection, answered in plaintext under its TLS session.
-	go func() {
-		defer close(done)
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
+	// The server: each connection answered in plaintext under its TLS session.
+	srv := testpeer.Serve(t, srvCfg, func(_ int, c net.Conn) {
 		c.SetDeadline(time.Now().Add(waitFor))
-		tc := tls.Server(c, srvCfg)
-		if _, err := http.ReadRequest(bufio.NewReader(tc)); err != nil {
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
 			return
 		}
-		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
-		io.Copy(io.Discard, c) // until the client goes
-	}()
-	t.Cleanup(func() { ln.Close(); <-done })
+		raw := c.(*tls.Conn).NetConn()
+		io.WriteString(raw, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
+		io.Copy(io.Discard, raw) // until the client goes
+	})
 	c := newGoodbyeClient(t, &endwell.Transport{TLSClientConfig: cliCfg})
-	resp, err := c.tr.RoundTrip(newRequest(t, boundedCtx(t), "GET", "https://"+ln.Addr().String()+"/", nil))
+	resp, err := c.tr.RoundTrip(newRequest(t, boundedCtx(t), "GET", "https://"+srv.Addr()+"/", nil))
 	if err == nil {
 		resp.Body.Close()
 		t.Fatal("RoundTrip: got a response, want the TLS record error")

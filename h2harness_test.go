@@ -2,27 +2,19 @@ package endwell
 
 import (
 	"bytes"
-	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/endwell/endwell/internal/testpeer"
 	"github.com/endwell/endwell/shutdown"
 	"go.uber.org/goleak"
 	"golang.org/x/net/http2"
@@ -35,74 +27,23 @@ import (
 // h2Wait bounds every wait of the HTTP/2 tests.
 const h2Wait = 5 * time.Second
 
-// h2Cert is a self-signed certificate for 127.0.0.1, as TLS configurations and PEM files.
+// h2Cert is the test certificate (testpeer's, for 127.0.0.1, ::1 and localhost) as the
+// HTTP/2 tests use it: a server configuration offering h2, and a client's that trusts it.
 type h2Cert struct {
-	server, client  *tls.Config
-	certPEM, keyPEM []byte
+	server, client *tls.Config
+	cert           *testpeer.Cert
 }
-
-var h2CertOnce = sync.OnceValues(func() (*h2Cert, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		DNSNames:              []string{"localhost"},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, err
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, err
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, err
-	}
-	roots := x509.NewCertPool()
-	roots.AddCert(leaf)
-	return &h2Cert{
-		server: &tls.Config{
-			Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}},
-			NextProtos:   []string{"h2"},
-		},
-		client:  &tls.Config{RootCAs: roots},
-		certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		keyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}),
-	}, nil
-})
 
 func h2TestCert(t testing.TB) *h2Cert {
 	t.Helper()
-	c, err := h2CertOnce()
-	if err != nil {
-		t.Fatalf("test certificate: %v", err)
-	}
-	return c
+	c := testpeer.TestCert(t)
+	return &h2Cert{server: c.ServerConfig("h2"), client: c.ClientConfig(), cert: c}
 }
 
 // writeFiles writes the certificate and key as PEM files into dir.
 func (c *h2Cert) writeFiles(t testing.TB, dir string) (certFile, keyFile string) {
 	t.Helper()
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certFile, c.certPEM, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, c.keyPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return certFile, keyFile
+	return c.cert.WriteFiles(t, dir)
 }
 
 // h2CheckLeaks fails the test, once it and the cleanups registered after this call are
@@ -198,7 +139,7 @@ func (f h2Frame) String() string {
 // default it answers every request with 200 and the body "ok"; tests script the rest with
 // onHeaders.
 type h2FrameServer struct {
-	ln  net.Listener
+	srv *testpeer.Server
 	cfg *tls.Config
 	// onHeaders, if set, answers the request on stream id: it reports false to fall back on
 	// the default answer. It runs in the connection's read loop.
@@ -211,9 +152,8 @@ type h2FrameServer struct {
 	// after their SETTINGS, taking no stream (a stream opened all the same is refused).
 	goAwayFirst int
 
-	wg    sync.WaitGroup
-	mu    sync.Mutex // guards conns
-	conns []*h2ServerConn
+	mu    sync.Mutex      // guards conns
+	conns []*h2ServerConn // by accept order; nil where a handler has not yet set its own
 }
 
 // h2ServerConn is one connection of the frame server.
@@ -252,49 +192,26 @@ func (c *h2RawConn) Read(p []byte) (int, error) {
 
 func newH2FrameServer(t *testing.T, setup func(*h2FrameServer)) *h2FrameServer {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &h2FrameServer{ln: ln, cfg: h2TestCert(t).server}
+	s := &h2FrameServer{cfg: h2TestCert(t).server}
 	if setup != nil {
 		setup(s)
 	}
-	s.wg.Add(1)
-	// The accept loop: it exits when the listener closes.
-	go func() {
-		defer s.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s.mu.Lock()
-			sc := &h2ServerConn{n: len(s.conns), raw: &h2RawConn{Conn: c}, done: make(chan struct{}), seen: make(chan struct{}, 1)}
-			s.conns = append(s.conns, sc)
-			s.mu.Unlock()
-			s.wg.Add(1)
-			// The connection's read loop: it exits when the client ends the connection,
-			// or when the server is closed.
-			go func() {
-				defer s.wg.Done()
-				s.serve(sc)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
+	// Each connection: its read loop ends when the client ends the connection, or when the
+	// server is closed (testpeer closes the connection).
+	s.srv = testpeer.Serve(t, nil, func(n int, c net.Conn) {
+		sc := &h2ServerConn{n: n - 1, raw: &h2RawConn{Conn: c}, done: make(chan struct{}), seen: make(chan struct{}, 1)}
 		s.mu.Lock()
-		for _, sc := range s.conns {
-			sc.raw.Close()
+		for len(s.conns) < n {
+			s.conns = append(s.conns, nil)
 		}
+		s.conns[n-1] = sc
 		s.mu.Unlock()
-		s.wg.Wait()
+		s.serve(sc)
 	})
 	return s
 }
 
-func (s *h2FrameServer) url(path string) string { return "https://" + s.ln.Addr().String() + path }
+func (s *h2FrameServer) url(path string) string { return "https://" + s.srv.Addr() + path }
 
 // conn waits for the server's connection n.
 func (s *h2FrameServer) conn(t *testing.T, n int) *h2ServerConn {
@@ -302,7 +219,7 @@ func (s *h2FrameServer) conn(t *testing.T, n int) *h2ServerConn {
 	deadline := time.Now().Add(h2Wait)
 	for {
 		s.mu.Lock()
-		if n < len(s.conns) {
+		if n < s.numConnsLocked() {
 			sc := s.conns[n]
 			s.mu.Unlock()
 			return sc
@@ -315,9 +232,21 @@ func (s *h2FrameServer) conn(t *testing.T, n int) *h2ServerConn {
 	}
 }
 
+// numConns returns how many connections the server has, in the order it accepted them.
 func (s *h2FrameServer) numConns() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.numConnsLocked()
+}
+
+// numConnsLocked counts the connections up to the first whose handler has not yet taken its
+// place (accepted, but not yet seen: as if accepted later).
+func (s *h2FrameServer) numConnsLocked() int {
+	for i, sc := range s.conns {
+		if sc == nil {
+			return i
+		}
+	}
 	return len(s.conns)
 }
 
@@ -527,97 +456,30 @@ var execLookPath = exec.LookPath
 // h2FreePort returns a loopback TCP port that was free a moment ago.
 func h2FreePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return testpeer.FreePorts(t, 1)[0]
 }
 
 // h2Proc is a peer process whose output the test reads.
-type h2Proc struct {
-	cmd    *exec.Cmd
-	exited chan struct{}
-	mu     sync.Mutex // guards out
-	out    bytes.Buffer
-}
+type h2Proc struct{ *testpeer.Proc }
 
-func (p *h2Proc) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.out.Write(b)
-}
-
-func (p *h2Proc) output() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.out.String()
-}
-
-// h2StartProc starts bin with args, killed (and waited for, up to 5 seconds) at the end of
-// the test.
+// h2StartProc starts bin with args, stopped (and waited for) at the end of the test.
 func h2StartProc(t *testing.T, bin string, args ...string) *h2Proc {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	p := &h2Proc{exited: make(chan struct{})}
-	p.cmd = exec.CommandContext(ctx, bin, args...)
-	p.cmd.Stdout, p.cmd.Stderr = p, p
-	p.cmd.WaitDelay = 2 * time.Second
-	if err := p.cmd.Start(); err != nil {
-		cancel()
-		t.Fatalf("%s: %v", bin, err)
-	}
-	// Waits for the process, so that exited says when it is gone.
-	go func() {
-		p.cmd.Wait()
-		close(p.exited)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-p.exited:
-		case <-time.After(h2Wait):
-			t.Errorf("%s did not exit", bin)
-		}
-	})
-	return p
+	return &h2Proc{testpeer.Start(t, exec.Command(bin, args...))}
 }
 
 // waitListening waits for addr to accept connections.
 func (p *h2Proc) waitListening(t *testing.T, addr string) {
 	t.Helper()
-	deadline := time.Now().Add(h2Wait)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return
-		}
-		select {
-		case <-p.exited:
-			t.Fatalf("%s exited: %s", p.cmd.Path, p.output())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not listening on %s: %v; output: %s", p.cmd.Path, addr, err, p.output())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	p.WaitListening(t, addr, h2Wait)
 }
 
 // waitOutput waits for the output to match re, and returns it.
 func (p *h2Proc) waitOutput(t *testing.T, re *regexp.Regexp) string {
 	t.Helper()
-	deadline := time.Now().Add(h2Wait)
-	for {
-		out := p.output()
-		if re.MatchString(out) {
-			return out
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("output does not match %s within %v:\n%s", re, h2Wait, out)
-		}
-		time.Sleep(10 * time.Millisecond)
+	out, ok := p.WaitOutput(re, h2Wait)
+	if !ok {
+		t.Fatalf("output does not match %s within %v:\n%s", re, h2Wait, out)
 	}
+	return out
 }

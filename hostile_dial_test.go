@@ -5,9 +5,11 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
-	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/endwell/endwell/internal/testpeer"
 )
 
 // stallServer accepts TCP connections and then says nothing (a TLS server whose handshake
@@ -15,62 +17,37 @@ import (
 // nothing (an HTTP/2 server whose SETTINGS never come). It counts the connections still
 // open on its side, so that a test sees when the client let go.
 type stallServer struct {
-	ln   net.Listener
-	mu   sync.Mutex // guards open
-	open int
-	wg   sync.WaitGroup
+	srv   *testpeer.Server
+	ended atomic.Int64 // connections closed on its side
 }
 
 func startStallServer(t *testing.T, cfg *tls.Config) *stallServer {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &stallServer{ln: ln}
-	s.wg.Add(1)
-	// The accept loop: it ends when the listener closes.
-	go func() {
-		defer s.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
+	s := &stallServer{}
+	// Each connection: a handshake if asked, then reads until the client closes.
+	s.srv = testpeer.Serve(t, nil, func(_ int, c net.Conn) {
+		defer s.ended.Add(1)
+		defer c.Close()
+		var r net.Conn = c
+		if cfg != nil {
+			tc := tls.Server(c, cfg)
+			if tc.Handshake() != nil {
 				return
 			}
-			s.mu.Lock()
-			s.open++
-			s.mu.Unlock()
-			s.wg.Add(1)
-			// The connection: a handshake if asked, then reads until the client closes.
-			go func() {
-				defer s.wg.Done()
-				defer func() { s.mu.Lock(); s.open--; s.mu.Unlock() }()
-				defer c.Close()
-				var r net.Conn = c
-				if cfg != nil {
-					tc := tls.Server(c, cfg)
-					if tc.Handshake() != nil {
-						return
-					}
-					r = tc
-				}
-				buf := make([]byte, 4096)
-				for {
-					if _, err := r.Read(buf); err != nil {
-						return
-					}
-				}
-			}()
+			r = tc
 		}
-	}()
-	t.Cleanup(func() { ln.Close(); s.wg.Wait() })
+		buf := make([]byte, 4096)
+		for {
+			if _, err := r.Read(buf); err != nil {
+				return
+			}
+		}
+	})
 	return s
 }
 
 func (s *stallServer) openConns() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.open
+	return s.srv.Accepts() - int(s.ended.Load())
 }
 
 // waitClosed waits until the server has no open connection (the client closed them all),
@@ -125,7 +102,7 @@ func TestStalledDialsAreCancelled(t *testing.T) {
 				ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
 				defer cancel()
 				start := time.Now()
-				_, err := tr.RoundTrip(mustGet(t, "https://"+s.ln.Addr().String()+"/").WithContext(ctx))
+				_, err := tr.RoundTrip(mustGet(t, "https://"+s.srv.Addr()+"/").WithContext(ctx))
 				if !errors.Is(err, context.DeadlineExceeded) {
 					t.Errorf("RoundTrip: got %v, want the request's deadline", err)
 				}
@@ -152,7 +129,7 @@ func TestCloseIdleCancelsUnwantedDial(t *testing.T) {
 	// The request leaves at once; the pool's dial stays: another request could use it.
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	tr.RoundTrip(mustGet(t, "https://"+s.ln.Addr().String()+"/").WithContext(ctx))
+	tr.RoundTrip(mustGet(t, "https://"+s.srv.Addr()+"/").WithContext(ctx))
 	tr.CloseIdleConnections()
 	s.waitClosed(t, "after CloseIdleConnections", 2*time.Second)
 }

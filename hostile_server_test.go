@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/endwell/endwell/internal/testpeer"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -66,7 +67,7 @@ type hsScripts struct {
 // hostileServer is a loopback server that plays hsScripts over one protocol.
 type hostileServer struct {
 	proto   hostileProto
-	ln      net.Listener
+	srv     *testpeer.Server
 	cfg     *tls.Config
 	scripts hsScripts
 	nreq    atomic.Int32 // requests (HTTP/1.1) or HEADERS (HTTP/2) read, over all connections
@@ -74,10 +75,9 @@ type hostileServer struct {
 	noticed    chan struct{}
 	noticeOnce sync.Once
 
-	wg      sync.WaitGroup
 	closing sync.WaitGroup // Done when the server closes
 	mu      sync.Mutex     // guards conns
-	conns   []*hsConn
+	conns   []*hsConn      // by accept order; nil where a handler has not yet set its own
 }
 
 // hsConn is one connection of the hostile server.
@@ -104,11 +104,7 @@ type hsConn struct {
 
 func startHostileServer(t *testing.T, proto hostileProto, scripts hsScripts) *hostileServer {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &hostileServer{proto: proto, ln: ln, scripts: scripts, noticed: make(chan struct{})}
+	s := &hostileServer{proto: proto, scripts: scripts, noticed: make(chan struct{})}
 	s.closing.Add(1)
 	if proto.tls() {
 		s.cfg = h2TestCert(t).server.Clone()
@@ -117,42 +113,23 @@ func startHostileServer(t *testing.T, proto hostileProto, scripts hsScripts) *ho
 			s.cfg.NextProtos = []string{"h2"}
 		}
 	}
-	s.wg.Add(1)
-	// The accept loop: it exits when the listener closes.
-	go func() {
-		defer s.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			hc := &hsConn{s: s, raw: &h2RawConn{Conn: c}, gone: make(chan struct{})}
-			hc.nc = hc.raw
-			s.mu.Lock()
-			s.conns = append(s.conns, hc)
-			s.mu.Unlock()
-			s.wg.Add(1)
-			// The connection: it exits once the client has ended it, or the server closes.
-			go func() {
-				defer s.wg.Done()
-				hc.serve()
-			}()
+	// Each connection: it ends once the client has ended it, or the server closes (testpeer
+	// closes the connection).
+	s.srv = testpeer.Serve(t, nil, func(n int, c net.Conn) {
+		hc := &hsConn{s: s, raw: &h2RawConn{Conn: c}, gone: make(chan struct{})}
+		hc.nc = hc.raw
+		s.mu.Lock()
+		for len(s.conns) < n {
+			s.conns = append(s.conns, nil)
 		}
-	}()
-	t.Cleanup(s.close)
+		s.conns[n-1] = hc
+		s.mu.Unlock()
+		hc.serve()
+	})
+	// Runs before the server's close (cleanups run last first): scripts waiting for the
+	// server's close go on.
+	t.Cleanup(s.closing.Done)
 	return s
-}
-
-// close stops the server and closes every connection, then waits for its goroutines.
-func (s *hostileServer) close() {
-	s.closing.Done()
-	s.ln.Close()
-	s.mu.Lock()
-	for _, c := range s.conns {
-		c.raw.Close()
-	}
-	s.mu.Unlock()
-	s.wg.Wait()
 }
 
 // notify closes noticed, once.
@@ -160,15 +137,24 @@ func (s *hostileServer) notify() { s.noticeOnce.Do(func() { close(s.noticed) }) 
 
 func (s *hostileServer) url(path string) string {
 	if s.proto.tls() {
-		return "https://" + s.ln.Addr().String() + path
+		return "https://" + s.srv.Addr() + path
 	}
-	return "http://" + s.ln.Addr().String() + path
+	return "http://" + s.srv.Addr() + path
 }
 
+// connections returns the server's connections in the order it accepted them, up to the
+// first whose handler has not yet taken its place (as if accepted later).
 func (s *hostileServer) connections() []*hsConn {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]*hsConn(nil), s.conns...)
+	var out []*hsConn
+	for _, c := range s.conns {
+		if c == nil {
+			break
+		}
+		out = append(out, c)
+	}
+	return out
 }
 
 // waitGone waits until the client has ended every connection, for at most d, and returns

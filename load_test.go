@@ -8,15 +8,15 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
+	"regexp"
 	"runtime"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/endwell/endwell"
+	"github.com/endwell/endwell/internal/testpeer"
 )
 
 // Load (issue 9): 10 000 idle connections over 40 loopback hosts, then Shutdown: it must
@@ -42,36 +42,28 @@ func TestLoadPeerProcess(t *testing.T) {
 	if os.Getenv(loadPeerEnv) != "1" {
 		t.Skip("the load test's server, run as a child process")
 	}
-	var lns []net.Listener
 	for i := range loadHosts {
 		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.%d:0", i+2))
 		if err != nil {
 			fmt.Println("ERROR", err)
 			os.Exit(1)
 		}
-		lns = append(lns, ln)
+		testpeer.ServeListener(t, ln, nil, func(_ int, c net.Conn) { loadServe(c) })
 		fmt.Println("ADDR", ln.Addr())
-	}
-	for _, ln := range lns {
-		// Accepts connections until the process exits.
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				go loadServe(c) // serves one connection until the client ends it
-			}
-		}()
 	}
 	fmt.Println("READY")
 	io.Copy(io.Discard, os.Stdin)
 	os.Exit(0)
 }
 
+// The load server's lines: an address it listens on, and its last word.
+var (
+	loadAddr  = regexp.MustCompile(`(?m)^ADDR (\S+)$`)
+	loadReady = regexp.MustCompile(`(?m)^(READY|ERROR.*)$`)
+)
+
 // loadServe answers each request head on c with loadResponse.
 func loadServe(c net.Conn) {
-	defer c.Close()
 	br := bufio.NewReaderSize(c, 1024)
 	for {
 		for {
@@ -98,47 +90,12 @@ func TestLoadShutdown10k(t *testing.T) {
 	}
 	baseFDs := countFDs()
 	// The server process.
-	cmd := exec.Command(os.Args[0], "-test.run=^TestLoadPeerProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), loadPeerEnv+"=1")
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	t.Cleanup(func() {
-		stdin.Close()
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
-	})
+	p := startTestChild(t, "TestLoadPeerProcess", loadPeerEnv+"=1")
+	out, _ := p.WaitOutput(loadReady, childWait)
 	var addrs []string
-	sc := bufio.NewScanner(stdout)
-	for sc.Scan() {
-		l := sc.Text()
-		if a, ok := strings.CutPrefix(l, "ADDR "); ok {
-			addrs = append(addrs, a)
-		}
-		if l == "READY" || strings.HasPrefix(l, "ERROR") {
-			break
-		}
+	for _, m := range loadAddr.FindAllStringSubmatch(out, -1) {
+		addrs = append(addrs, m[1])
 	}
-	// Waits for the server, once its output is drained.
-	go func() {
-		io.Copy(io.Discard, stdout)
-		exited <- cmd.Wait()
-	}()
 	if len(addrs) != loadHosts {
 		t.Fatalf("load server: got %d addresses, want %d", len(addrs), loadHosts)
 	}
@@ -198,7 +155,7 @@ func TestLoadShutdown10k(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	start = time.Now()
-	err = tr.Shutdown(ctx)
+	err := tr.Shutdown(ctx)
 	took := time.Since(start)
 	if err != nil {
 		t.Errorf("Shutdown: %v", err)

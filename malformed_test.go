@@ -7,22 +7,16 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 
 	"github.com/endwell/endwell"
+	"github.com/endwell/endwell/internal/testpeer"
 )
 
 // rawServer is a loopback TCP server whose connections are served by a function writing
 // raw bytes, to play servers that misbehave.
-type rawServer struct {
-	ln    net.Listener
-	n     atomic.Int32 // connections accepted
-	wg    sync.WaitGroup
-	mu    sync.Mutex // guards conns
-	conns []net.Conn
-}
+type rawServer struct{ srv *testpeer.Server }
 
 // rawReader reads requests from a raw server's connection.
 type rawReader struct{ br *bufio.Reader }
@@ -41,47 +35,14 @@ func (r *rawReader) readRequest() (*http.Request, string, error) {
 // server and every connection close when the test ends.
 func startRawServer(t *testing.T, serve func(n int, c net.Conn, r *rawReader)) *rawServer {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &rawServer{ln: ln}
-	s.wg.Add(1)
-	// The accept loop: it exits when the listener closes.
-	go func() {
-		defer s.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			n := int(s.n.Add(1))
-			s.mu.Lock()
-			s.conns = append(s.conns, c)
-			s.mu.Unlock()
-			s.wg.Add(1)
-			// One connection: it exits when serve returns.
-			go func() {
-				defer s.wg.Done()
-				defer c.Close()
-				serve(n, c, &rawReader{bufio.NewReader(c)})
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		s.mu.Lock()
-		for _, c := range s.conns {
-			c.Close()
-		}
-		s.mu.Unlock()
-		s.wg.Wait()
-	})
-	return s
+	// One connection: it ends when serve returns.
+	return &rawServer{testpeer.Serve(t, nil, func(n int, c net.Conn) {
+		serve(n, c, &rawReader{bufio.NewReader(c)})
+	})}
 }
 
-func (s *rawServer) url() string  { return "http://" + s.ln.Addr().String() }
-func (s *rawServer) accepts() int { return int(s.n.Load()) }
+func (s *rawServer) url() string  { return "http://" + s.srv.Addr() }
+func (s *rawServer) accepts() int { return s.srv.Accepts() }
 
 func TestMalformedResponses(t *testing.T) {
 	tests := []struct {

@@ -4,16 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -22,221 +16,32 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"text/template"
 	"time"
+
+	"github.com/endwell/endwell/internal/testpeer"
 )
 
 // Helpers of the proof suite (issue 9): real peers we did not write (nginx, openssl
-// s_server), certificates for them, and what the kernel says of our sockets (file
-// descriptors, TCP states).
+// s_server), run with testpeer, and what the kernel says of our sockets (file descriptors,
+// TCP states).
 
-// The peer policy: a test that needs a peer binary that is not installed skips, naming the
-// Debian package to install, unless ENDWELL_PEERS=require (CI), which makes it fail.
-const peersEnv = "ENDWELL_PEERS"
-
-// needPeer returns the path of the peer binary name, from the Debian package pkg, or skips
-// (fails, under ENDWELL_PEERS=require) the test when it is not installed.
-func needPeer(t testing.TB, name, pkg string) string {
-	t.Helper()
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	// sbin is often missing from PATH for non-root users: nginx lives there.
-	for _, dir := range []string{"/usr/sbin", "/usr/local/sbin", "/sbin"} {
-		p := filepath.Join(dir, name)
-		if st, err := os.Stat(p); err == nil && !st.IsDir() && st.Mode()&0o111 != 0 {
-			return p
-		}
-	}
-	msg := fmt.Sprintf("%s not installed: apt-get install %s", name, pkg)
-	if os.Getenv(peersEnv) == "require" {
-		t.Fatalf("%s, and %s=require", msg, peersEnv)
-	}
-	t.Skip(msg)
-	return ""
-}
-
-// peerCert is a self-signed certificate for 127.0.0.1 in PEM files, and a client
-// configuration's root pool that trusts it.
+// peerCert is the test certificate (testpeer's) in PEM files, and a client configuration's
+// root pool that trusts it.
 type peerCert struct {
 	certFile, keyFile string
 	pool              *x509.CertPool
 	leaf              *x509.Certificate
 }
 
-// writePeerCert generates a certificate for 127.0.0.1 and localhost into dir.
+// writePeerCert writes the test certificate, for 127.0.0.1 and localhost, into dir.
 func writePeerCert(t testing.TB, dir string) peerCert {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: "endwell proof peer"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		DNSNames:              []string{"localhost"},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pc := peerCert{certFile: filepath.Join(dir, "cert.pem"), keyFile: filepath.Join(dir, "key.pem")}
-	if err := os.WriteFile(pc.certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(pc.keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	leaf, _ := x509.ParseCertificate(der)
-	pc.pool = x509.NewCertPool()
-	pc.pool.AddCert(leaf)
-	pc.leaf = leaf
+	c := testpeer.TestCert(t)
+	pc := peerCert{pool: c.Pool(), leaf: c.Leaf}
+	pc.certFile, pc.keyFile = c.WriteFiles(t, dir)
 	return pc
-}
-
-// peerFreePort returns a loopback TCP port that was free a moment ago.
-func peerFreePort(t testing.TB) int { return peerFreePorts(t, 1)[0] }
-
-// peerFreePorts returns n distinct loopback TCP ports that were free a moment ago: each is
-// held until all are chosen, so that none comes twice.
-func peerFreePorts(t testing.TB, n int) []int {
-	t.Helper()
-	ports := make([]int, 0, n)
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
-	}
-	return ports
-}
-
-// peerProc is a peer running as a child process, its output captured.
-type peerProc struct {
-	cmd    *exec.Cmd
-	cancel context.CancelFunc
-	exited chan struct{} // closed once the process has exited and its output is read
-
-	mu  sync.Mutex // guards out
-	out bytes.Buffer
-}
-
-func (p *peerProc) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.out.Write(b)
-}
-
-func (p *peerProc) output() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.out.String()
-}
-
-// startPeerProc starts bin with args, its stdout and stderr captured, and stops it at the end
-// of the test (see stop). stdin, if not nil, is the process's standard input.
-func startPeerProc(t testing.TB, stdin io.Reader, bin string, args ...string) *peerProc {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	p := &peerProc{cancel: cancel, exited: make(chan struct{})}
-	p.cmd = exec.CommandContext(ctx, bin, args...)
-	p.cmd.Stdout, p.cmd.Stderr, p.cmd.Stdin = p, p, stdin
-	// Cancelling asks the process to end (nginx's master then stops its workers); if
-	// it has not within WaitDelay, exec kills it.
-	p.cmd.Cancel = func() error { return p.cmd.Process.Signal(syscall.SIGTERM) }
-	p.cmd.WaitDelay = 3 * time.Second
-	if err := p.cmd.Start(); err != nil {
-		cancel()
-		t.Fatalf("%s: %v", bin, err)
-	}
-	// Waits for the process, so that exited says when it is gone.
-	go func() {
-		p.cmd.Wait()
-		close(p.exited)
-	}()
-	t.Cleanup(func() { p.stop(t) })
-	return p
-}
-
-// stop ends the process, bounded: SIGTERM, then SIGKILL after 3 seconds; any child it
-// left behind (an nginx worker whose master was killed) is killed too.
-func (p *peerProc) stop(t testing.TB) {
-	children := peerChildPIDs(p.cmd.Process.Pid)
-	p.cancel()
-	select {
-	case <-p.exited:
-	case <-time.After(5 * time.Second):
-		t.Errorf("%s did not exit within 5s", p.cmd.Path)
-	}
-	for _, pid := range children {
-		if syscall.Kill(pid, 0) == nil {
-			t.Logf("%s left child %d behind: killing it", p.cmd.Path, pid)
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
-	}
-}
-
-// peerChildPIDs lists the processes whose parent is pid (Linux; nil elsewhere).
-func peerChildPIDs(pid int) []int {
-	ents, _ := os.ReadDir("/proc")
-	var out []int
-	for _, e := range ents {
-		c, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		// "pid (comm) state ppid ...": comm may hold spaces, so split after its ')'.
-		i := bytes.LastIndexByte(b, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(b[i+1:]))
-		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
-			out = append(out, c)
-		}
-	}
-	return out
-}
-
-// waitOutput waits up to d for the output to match re, and returns the output.
-func (p *peerProc) waitOutput(re *regexp.Regexp, d time.Duration) (string, bool) {
-	deadline := time.Now().Add(d)
-	for {
-		out := p.output()
-		if re.MatchString(out) {
-			return out, true
-		}
-		select {
-		case <-p.exited:
-			out = p.output()
-			return out, re.MatchString(out)
-		default:
-		}
-		if time.Now().After(deadline) {
-			return out, false
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // nginx is an nginx child process with its own prefix directory, serving TLS HTTP/1.1 (or,
@@ -251,7 +56,7 @@ type nginxPeer struct {
 	// plain is the address it serves plain HTTP/1.1 on (nginxOptions.Plain), else "".
 	plain string
 	cert  peerCert
-	proc  *peerProc
+	proc  *testpeer.Proc
 }
 
 // nginxLargeSize is the size of /large: far over what a drain may discard.
@@ -318,7 +123,7 @@ func startNginx(t testing.TB, keepAlive string) *nginxPeer {
 // startNginxWith starts nginx configured by o.
 func startNginxWith(t testing.TB, o nginxOptions) *nginxPeer {
 	t.Helper()
-	bin := needPeer(t, "nginx", "nginx")
+	bin := testpeer.Need(t, "nginx", "nginx")
 	dir := t.TempDir()
 	for _, d := range []string{"www", "tmp", "logs"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
@@ -333,7 +138,7 @@ func startNginxWith(t testing.TB, o nginxOptions) *nginxPeer {
 	if o.Plain {
 		extra = 1
 	}
-	ports := peerFreePorts(t, 1+o.Ports+extra)
+	ports := testpeer.FreePorts(t, 1+o.Ports+extra)
 	n.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
 	if o.Plain {
 		n.plain = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[len(ports)-1]))
@@ -359,7 +164,7 @@ func startNginxWith(t testing.TB, o nginxOptions) *nginxPeer {
 	if err := os.WriteFile(filepath.Join(dir, "nginx.conf"), conf.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	n.proc = startPeerProc(t, nil, bin, "-p", dir, "-c", filepath.Join(dir, "nginx.conf"), "-e", filepath.Join(dir, "error.log"), "-g", "daemon off;")
+	n.proc = testpeer.Start(t, exec.Command(bin, "-p", dir, "-c", filepath.Join(dir, "nginx.conf"), "-e", filepath.Join(dir, "error.log"), "-g", "daemon off;"))
 	// nginx writes its pid file once its listening socket is open: no probe connection,
 	// which would show in its logs.
 	deadline := time.Now().Add(5 * time.Second)
@@ -368,12 +173,12 @@ func startNginxWith(t testing.TB, o nginxOptions) *nginxPeer {
 			break
 		}
 		select {
-		case <-n.proc.exited:
-			t.Fatalf("nginx exited: %s%s", n.proc.output(), n.errorLog())
+		case <-n.proc.Exited():
+			t.Fatalf("nginx exited: %s%s", n.proc.Output(), n.errorLog())
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("nginx: no pid file after 5s: %s%s", n.proc.output(), n.errorLog())
+			t.Fatalf("nginx: no pid file after 5s: %s%s", n.proc.Output(), n.errorLog())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -642,10 +447,9 @@ func (l *peerConns) list() []string {
 // TLS session: "DONE" when it read the client's close_notify, "ERROR" and the OpenSSL
 // error (unexpected eof while reading, connection reset) when the client hung up without.
 type sServer struct {
-	addr  string
-	cert  peerCert
-	proc  *peerProc
-	stdin *io.PipeWriter
+	addr string
+	cert peerCert
+	proc *testpeer.Proc // its Stdin is what s_server sends
 }
 
 var sServerAccept = regexp.MustCompile(`(?m)^ACCEPT`)
@@ -653,18 +457,13 @@ var sServerAccept = regexp.MustCompile(`(?m)^ACCEPT`)
 // startSServer starts s_server for one connection.
 func startSServer(t testing.TB) *sServer {
 	t.Helper()
-	bin := needPeer(t, "openssl", "openssl")
+	bin := testpeer.Need(t, "openssl", "openssl")
 	dir := t.TempDir()
 	s := &sServer{cert: writePeerCert(t, dir)}
-	s.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(peerFreePort(t)))
-	pr, pw := io.Pipe()
-	s.stdin = pw
-	// The pipe is closed before the process is stopped (cleanups run last first), so
-	// that exec's stdin copier ends.
-	s.proc = startPeerProc(t, pr, bin, "s_server", "-accept", s.addr, "-naccept", "1",
-		"-cert", s.cert.certFile, "-key", s.cert.keyFile)
-	t.Cleanup(func() { pw.Close() })
-	if out, ok := s.proc.waitOutput(sServerAccept, 5*time.Second); !ok {
+	s.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(testpeer.FreePorts(t, 1)[0]))
+	s.proc = testpeer.Start(t, exec.Command(bin, "s_server", "-accept", s.addr, "-naccept", "1",
+		"-cert", s.cert.certFile, "-key", s.cert.keyFile))
+	if out, ok := s.proc.WaitOutput(sServerAccept, 5*time.Second); !ok {
 		t.Fatalf("openssl s_server: no ACCEPT within 5s: %s", out)
 	}
 	return s
@@ -675,17 +474,17 @@ func (s *sServer) url(path string) string { return "https://" + s.addr + path }
 
 // answer waits for the request head (an empty line) and sends resp.
 func (s *sServer) answer(resp string) error {
-	if out, ok := s.proc.waitOutput(regexp.MustCompile(`\r\n\r\n`), 5*time.Second); !ok {
+	if out, ok := s.proc.WaitOutput(regexp.MustCompile(`\r\n\r\n`), 5*time.Second); !ok {
 		return fmt.Errorf("openssl s_server: no request within 5s: %s", out)
 	}
-	_, err := io.WriteString(s.stdin, resp)
+	_, err := io.WriteString(s.proc.Stdin, resp)
 	return err
 }
 
 // ending waits up to 5 seconds for s_server to report the end of the connection and
 // returns the lines that tell how: DONE, ERROR and OpenSSL's error lines.
 func (s *sServer) ending() (lines []string, done, failed bool) {
-	out, _ := s.proc.waitOutput(regexp.MustCompile(`CONNECTION CLOSED`), 5*time.Second)
+	out, _ := s.proc.WaitOutput(regexp.MustCompile(`CONNECTION CLOSED`), 5*time.Second)
 	for _, l := range strings.Split(out, "\n") {
 		l = strings.TrimSpace(l)
 		switch {

@@ -6,8 +6,8 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
+	"regexp"
 	"sync"
 	"syscall"
 	"testing"
@@ -34,30 +34,20 @@ func TestShutdownOnSIGTERM(t *testing.T) {
 	}})
 	defer srv.Close()
 
-	cmd := exec.Command(os.Args[0], "-test.run=^TestShutdownOnSIGTERM$")
-	cmd.Env = append(os.Environ(), "ENDWELL_SIGTERM_CHILD="+srv.URL())
-	stdout, _ := cmd.StdoutPipe()
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	p := startTestChild(t, "TestShutdownOnSIGTERM", "ENDWELL_SIGTERM_CHILD="+srv.URL())
 	// The child prints a line once its connections are set up.
-	buf := make([]byte, 64)
-	if n, err := stdout.Read(buf); err != nil || string(buf[:n]) != "ready\n" {
-		t.Fatalf("child said %q, %v", buf[:n], err)
+	if out, _ := p.WaitOutput(regexp.MustCompile(`\n`), 10*time.Second); out != "ready\n" {
+		t.Fatalf("child said %q", out)
 	}
 	start := time.Now()
-	cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan error, 1)
-	go func() { io.Copy(io.Discard, stdout); done <- cmd.Wait() }()
+	p.Cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case err := <-done:
-		if err != nil {
+	case <-p.Exited():
+		if err := p.Err(); err != nil {
 			t.Fatalf("child: %v", err)
 		}
 	case <-time.After(10 * time.Second):
-		cmd.Process.Kill()
-		t.Fatal("child did not exit within 10 s of SIGTERM")
+		t.Fatal("child did not exit within 10 s of SIGTERM") // the cleanup kills it
 	}
 	t.Logf("child exited %v after SIGTERM", time.Since(start))
 

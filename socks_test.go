@@ -10,10 +10,10 @@ import (
 	"net/url"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 
 	socks5 "github.com/armon/go-socks5"
+	"github.com/endwell/endwell/internal/testpeer"
 	"github.com/endwell/endwell/shutdown"
 )
 
@@ -21,8 +21,7 @@ import (
 // that resolves the names it is asked for itself (every name to 127.0.0.1) and remembers
 // them, and counts its connections.
 type socksServer struct {
-	ln    net.Listener
-	conns atomic.Int32
+	srv   *testpeer.Server
 	mu    sync.Mutex // guards names
 	names []string
 }
@@ -52,18 +51,8 @@ func newSOCKSServer(t *testing.T, creds socks5.StaticCredentials) *socksServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.ln = &countingListener{Listener: ln, n: &s.conns}
-	done := make(chan struct{})
-	// The proxy's accept loop: it ends when the listener closes.
-	go func() {
-		defer close(done)
-		srv.Serve(s.ln)
-	}()
-	t.Cleanup(func() { ln.Close(); <-done })
+	// The proxy serves each connection until either side ends it.
+	s.srv = testpeer.Serve(t, nil, func(_ int, c net.Conn) { srv.ServeConn(plainConn{c}) })
 	return s
 }
 
@@ -79,20 +68,6 @@ func (s *socksServer) resolved() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]string(nil), s.names...)
-}
-
-type countingListener struct {
-	net.Listener
-	n *atomic.Int32
-}
-
-func (l *countingListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	l.n.Add(1)
-	return plainConn{c}, nil
 }
 
 // plainConn hides a TCP connection's ReadFrom and WriteTo (and with them, splice), but
@@ -131,11 +106,11 @@ func TestSOCKS5Proxy(t *testing.T) {
 		wantErr   bool
 		srv       *socksServer
 	}{
-		{"http via socks5", "socks5://" + open.ln.Addr().String(), "http://target.test:" + port(plain.URL), "HTTP/1.1", false, open},
-		{"https via socks5h, h2", "socks5h://" + open.ln.Addr().String(), "https://target.test:" + port(tlsSrv.URL), "HTTP/2.0", false, open},
-		{"http with credentials", "socks5://alice:s3cret@" + locked.ln.Addr().String(), "http://target.test:" + port(plain.URL), "HTTP/1.1", false, locked},
-		{"https with credentials", "socks5://alice:s3cret@" + locked.ln.Addr().String(), "https://target.test:" + port(tlsSrv.URL), "HTTP/2.0", false, locked},
-		{"wrong credentials", "socks5://alice:wrong@" + locked.ln.Addr().String(), "http://target.test:" + port(plain.URL), "", true, locked},
+		{"http via socks5", "socks5://" + open.srv.Addr(), "http://target.test:" + port(plain.URL), "HTTP/1.1", false, open},
+		{"https via socks5h, h2", "socks5h://" + open.srv.Addr(), "https://target.test:" + port(tlsSrv.URL), "HTTP/2.0", false, open},
+		{"http with credentials", "socks5://alice:s3cret@" + locked.srv.Addr(), "http://target.test:" + port(plain.URL), "HTTP/1.1", false, locked},
+		{"https with credentials", "socks5://alice:s3cret@" + locked.srv.Addr(), "https://target.test:" + port(tlsSrv.URL), "HTTP/2.0", false, locked},
+		{"wrong credentials", "socks5://alice:wrong@" + locked.srv.Addr(), "http://target.test:" + port(plain.URL), "", true, locked},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -147,7 +122,7 @@ func TestSOCKS5Proxy(t *testing.T) {
 			cfg.ServerName = "127.0.0.1" // the test certificate's name; the URL says target.test
 			tr, recs := h2Transport(t, &Transport{Proxy: http.ProxyURL(pu)})
 			tr.TLSClientConfig = cfg
-			before := tc.srv.conns.Load()
+			before := tc.srv.srv.Accepts()
 			namesBefore := len(tc.srv.resolved())
 			for i := 0; i < 2; i++ {
 				resp, err := tr.RoundTrip(mustGet(t, tc.server+"/"))
@@ -170,7 +145,7 @@ func TestSOCKS5Proxy(t *testing.T) {
 					t.Errorf("server saw %q, want %q", b, want)
 				}
 			}
-			if n := tc.srv.conns.Load() - before; n != 1 {
+			if n := tc.srv.srv.Accepts() - before; n != 1 {
 				t.Errorf("proxy connections: got %d, want 1 for two requests", n)
 			}
 			if names := tc.srv.resolved()[namesBefore:]; len(names) != 1 || names[0] != "target.test" {

@@ -1,17 +1,16 @@
 package shutdown
 
 import (
-	"bufio"
-	"context"
 	"crypto/tls"
 	"encoding/json"
 	"io"
 	"net"
-	"os"
 	"os/exec"
-	"strings"
+	"regexp"
 	"testing"
 	"time"
+
+	"github.com/endwell/endwell/internal/testpeer"
 )
 
 // pythonPeer is a TLS server in Python's ssl module (OpenSSL underneath): once the
@@ -70,68 +69,33 @@ type pythonReport struct {
 	Error       string `json:"error"`
 }
 
+// The Python peer's lines: its port, then its report.
+var (
+	pythonPort       = regexp.MustCompile(`(?m)^(\d+)$`)
+	pythonReportLine = regexp.MustCompile(`(?m)^\{.*\}$`)
+)
+
 // startPythonPeer starts the Python peer with the goodbye style ("half" or "close") and
 // returns its address, a function that tells it to say goodbye, and one that returns its
 // report. It skips the test if python3 is missing, unless ENDWELL_PEERS=require.
 func startPythonPeer(t *testing.T, style string) (addr string, goodbye func(), report func() pythonReport) {
 	t.Helper()
-	bin, err := exec.LookPath("python3")
-	if err != nil {
-		if os.Getenv("ENDWELL_PEERS") == "require" {
-			t.Fatal("python3 not installed, and ENDWELL_PEERS=require")
-		}
-		t.Skip("python3 not installed")
-	}
+	bin := testpeer.Need(t, "python3", "python3")
 	certFile, keyFile := writeTestCert(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	cmd := exec.CommandContext(ctx, bin, "-c", pythonPeer, certFile, keyFile, style)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
+	p := testpeer.Start(t, exec.Command(bin, "-c", pythonPeer, certFile, keyFile, style))
+	out, ok := p.WaitOutput(pythonPort, 10*time.Second)
+	if !ok {
+		t.Fatalf("python peer: no port; output: %s", out)
 	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		cancel()
-		t.Fatalf("python3: %v", err)
-	}
-	lines := make(chan string, 2)
-	// Reads the peer's output until it exits.
-	go func() {
-		defer close(lines)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		io.Copy(io.Discard, stdout)
-	}()
-	t.Cleanup(func() {
-		stdin.Close()
-		cancel()
-		cmd.Wait()
-		for range lines {
-		}
-	})
-	next := func(what string) string {
-		select {
-		case l, ok := <-lines:
-			if ok {
-				return l
-			}
-		case <-time.After(10 * time.Second):
-		}
-		t.Fatalf("python peer: no %s; stderr: %s", what, stderr.String())
-		return ""
-	}
-	port := next("port")
-	goodbye = func() { io.WriteString(stdin, "go\n") }
+	port := pythonPort.FindStringSubmatch(out)[1]
+	goodbye = func() { io.WriteString(p.Stdin, "go\n") }
 	report = func() pythonReport {
+		out, ok := p.WaitOutput(pythonReportLine, 10*time.Second)
+		if !ok {
+			t.Fatalf("python peer: no report; output: %s", out)
+		}
 		var r pythonReport
-		l := next("report")
+		l := pythonReportLine.FindString(out)
 		if err := json.Unmarshal([]byte(l), &r); err != nil {
 			t.Fatalf("python peer: report %q: %v", l, err)
 		}

@@ -1,39 +1,26 @@
 package shutdown
 
 import (
-	"bufio"
-	"bytes"
-	"context"
 	"crypto/tls"
-	"io"
 	"net"
-	"os"
 	"os/exec"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/endwell/endwell/internal/testpeer"
 )
 
-// opensslServer is one `openssl s_server` serving one connection on 127.0.0.1.
+// opensslServer is one `openssl s_server` serving one connection on 127.0.0.1. Its
+// standard input is kept open until the test ends: s_server takes EOF on its stdin for a
+// reason to close.
 type opensslServer struct {
 	addr string
-	cmd  *exec.Cmd
-	// stdin is kept open: s_server takes EOF on its stdin for a reason to close.
-	stdin io.WriteCloser
-
-	mu  sync.Mutex // guards out
-	out bytes.Buffer
-	// done is closed once the output is read to its end and the process has exited.
-	done chan struct{}
+	proc *testpeer.Proc
 }
 
-func (s *opensslServer) output() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.out.String()
-}
+func (s *opensslServer) output() string { return s.proc.Output() }
 
 var acceptLine = regexp.MustCompile(`ACCEPT (127\.0\.0\.1:\d+)`)
 
@@ -42,79 +29,25 @@ var acceptLine = regexp.MustCompile(`ACCEPT (127\.0\.0\.1:\d+)`)
 // ENDWELL_PEERS=require.
 func startOpenSSL(t *testing.T) *opensslServer {
 	t.Helper()
-	bin, err := exec.LookPath("openssl")
-	if err != nil {
-		if os.Getenv("ENDWELL_PEERS") == "require" {
-			t.Fatal("openssl not installed (Debian package openssl), and ENDWELL_PEERS=require")
-		}
-		t.Skip("openssl not installed (Debian package openssl)")
-	}
+	bin := testpeer.Need(t, "openssl", "openssl")
 	certFile, keyFile := writeTestCert(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	s := &opensslServer{done: make(chan struct{})}
-	s.cmd = exec.CommandContext(ctx, bin, "s_server", "-accept", "127.0.0.1:0", "-naccept", "1", "-cert", certFile, "-key", keyFile)
-	s.stdin, err = s.cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pr, pw := io.Pipe()
-	s.cmd.Stdout, s.cmd.Stderr = pw, pw
-	if err := s.cmd.Start(); err != nil {
-		cancel()
-		t.Fatalf("openssl s_server: %v", err)
-	}
-	addr := make(chan string, 1)
-	// Reads s_server's output until it exits, and reports its ACCEPT line.
-	go func() {
-		defer close(s.done)
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			s.mu.Lock()
-			s.out.WriteString(sc.Text() + "\n")
-			s.mu.Unlock()
-			if m := acceptLine.FindStringSubmatch(sc.Text()); m != nil {
-				addr <- m[1]
-			}
+	s := &opensslServer{proc: testpeer.Start(t, exec.Command(bin, "s_server", "-accept", "127.0.0.1:0", "-naccept", "1", "-cert", certFile, "-key", keyFile))}
+	out, ok := s.proc.WaitOutput(acceptLine, 5*time.Second)
+	if !ok {
+		select {
+		case <-s.proc.Exited():
+			t.Fatalf("openssl s_server exited: %s", out)
+		default:
+			t.Fatalf("openssl s_server: no ACCEPT line after 5s: %s", out)
 		}
-		io.Copy(io.Discard, pr)
-	}()
-	// Waits for s_server to exit, then ends the output.
-	exited := make(chan struct{})
-	go func() {
-		s.cmd.Wait()
-		pw.Close()
-		close(exited)
-	}()
-	t.Cleanup(func() {
-		s.stdin.Close()
-		cancel() // kills s_server if it is still running
-		<-exited
-		<-s.done
-	})
-	select {
-	case s.addr = <-addr:
-	case <-s.done:
-		t.Fatalf("openssl s_server exited: %s", s.output())
-	case <-time.After(5 * time.Second):
-		t.Fatalf("openssl s_server: no ACCEPT line after 5s: %s", s.output())
 	}
+	s.addr = acceptLine.FindStringSubmatch(out)[1]
 	return s
 }
 
 // waitOutput waits up to 5 s for s_server to print want, and returns its output so far.
 func (s *opensslServer) waitOutput(want string) (string, bool) {
-	for range 500 {
-		if out := s.output(); strings.Contains(out, want) {
-			return out, true
-		}
-		select {
-		case <-s.done:
-			out := s.output()
-			return out, strings.Contains(out, want)
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-	return s.output(), false
+	return s.proc.WaitOutput(regexp.MustCompile(regexp.QuoteMeta(want)), 5*time.Second)
 }
 
 // TestOpenSSLPeer tears down connections to `openssl s_server`: it prints DONE when it reads

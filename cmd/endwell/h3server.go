@@ -2,17 +2,12 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"slices"
@@ -21,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/endwell/endwell/internal/testpeer"
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
 	"github.com/quic-go/quic-go/qlog"
@@ -71,36 +67,6 @@ type h3Setup struct {
 // its handler: the server cannot count on its order.)
 const againPath = "/again"
 
-// testCert is the embedded servers' self-signed certificate for 127.0.0.1 and localhost,
-// and a pool that trusts it, made once.
-var testCert = sync.OnceValues(func() (tls.Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	tpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "endwell embedded HTTP/3 server"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
-		DNSNames:              []string{"localhost"},
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, &key.PublicKey, key)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, nil
-})
-
 // h3Witness is the embedded HTTP/3 server. It is a [server].
 type h3Witness struct {
 	setup h3Setup
@@ -126,7 +92,7 @@ type connKey struct{}
 
 // startH3Witness starts an embedded HTTP/3 server on 127.0.0.1.
 func startH3Witness(setup h3Setup) (*h3Witness, error) {
-	cert, err := testCert()
+	cert, err := testpeer.LoadCert()
 	if err != nil {
 		return nil, err
 	}
@@ -143,7 +109,7 @@ func startH3Witness(setup h3Setup) (*h3Witness, error) {
 			return context.WithValue(ctx, connKey{}, c)
 		},
 	}
-	tlsConf := http3.ConfigureTLSConfig(&tls.Config{Certificates: []tls.Certificate{cert}})
+	tlsConf := http3.ConfigureTLSConfig(cert.ServerConfig())
 	qconf := &quic.Config{Tracer: func(context.Context, bool, quic.ConnectionID) qlogwriter.Trace {
 		return &h3ConnLog{s: s, stopSending: map[int64]uint64{}, resetStream: map[int64]uint64{}}
 	}}
@@ -237,12 +203,11 @@ func (s *h3Witness) addr() string { return s.udp.LocalAddr().String() }
 func (s *h3Witness) URL() string { return "https://" + s.addr() }
 
 func (s *h3Witness) ClientTLSConfig() *tls.Config {
-	cert, _ := testCert()
-	pool := x509.NewCertPool()
-	if cert.Leaf != nil {
-		pool.AddCert(cert.Leaf)
+	cert, err := testpeer.LoadCert()
+	if err != nil {
+		return &tls.Config{RootCAs: x509.NewCertPool()} // trusts nothing: the server did not start
 	}
-	return &tls.Config{RootCAs: pool}
+	return cert.ClientConfig()
 }
 
 // WaitConns waits until n connections have ended and the server has watched each of them

@@ -610,7 +610,7 @@ func TestDialFailure(t *testing.T) {
 	defer silent.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	_, err = h3.Dial(ctx, silent.LocalAddr().String(), &h3.Config{TLSClientConfig: clientTLS()})
+	_, err = h3.Dial(ctx, silent.LocalAddr().String(), &h3.Config{TLSClientConfig: clientTLS(t)})
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Dial: got %v, want context.DeadlineExceeded", err)
 	}

@@ -3,17 +3,10 @@ package h3_test
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -28,60 +21,12 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/endwell/endwell/internal/h3"
+	"github.com/endwell/endwell/internal/testpeer"
 )
 
-// testCert is a self-signed certificate for 127.0.0.1 and localhost, made once.
-var testCert = sync.OnceValues(func() (tls.Certificate, *x509.CertPool) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		panic(err)
-	}
-	tpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "endwell h3 test"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-		DNSNames:              []string{"localhost"},
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, &key.PublicKey, key)
-	if err != nil {
-		panic(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		panic(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
-})
-
-// writeCertFiles writes the test certificate and its key as PEM files in dir.
-func writeCertFiles(t *testing.T, dir string) (keyFile, certFile string) {
-	t.Helper()
-	cert, _ := testCert()
-	keyDER, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyFile, certFile = dir+"/key.pem", dir+"/cert.pem"
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return keyFile, certFile
-}
-
-func clientTLS() *tls.Config {
-	_, pool := testCert()
-	return &tls.Config{RootCAs: pool}
+// clientTLS returns a client configuration that trusts the test certificate (testpeer's).
+func clientTLS(t testing.TB) *tls.Config {
+	return testpeer.TestCert(t).ClientConfig()
 }
 
 // checkLeaks records the goroutines and file descriptors at the start of a test and
@@ -260,7 +205,7 @@ type serverOptions struct {
 // startServer starts a test server; it is closed at the test's end.
 func startServer(t *testing.T, opts serverOptions) *testServer {
 	t.Helper()
-	cert, _ := testCert()
+	cert := testpeer.TestCert(t).Certificate
 	udp, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -361,7 +306,7 @@ func dial(t *testing.T, addr string, cfg *h3.Config) *h3.Conn {
 		cfg = &h3.Config{}
 	}
 	if cfg.TLSClientConfig == nil {
-		cfg.TLSClientConfig = clientTLS()
+		cfg.TLSClientConfig = clientTLS(t)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

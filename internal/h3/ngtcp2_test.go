@@ -11,11 +11,11 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/endwell/endwell/internal/h3"
+	"github.com/endwell/endwell/internal/testpeer"
 )
 
 // ngtcp2 is Debian's ngtcp2 example server (package ngtcp2-server, binary gtlsserver), an
@@ -23,33 +23,17 @@ import (
 // received.
 type ngtcp2 struct {
 	addr string
-	cmd  *exec.Cmd
-	log  *syncBuffer
-}
-
-// ngtcp2Binary finds the server, or skips the test (fails it if ENDWELL_PEERS=require).
-func ngtcp2Binary(t *testing.T) string {
-	t.Helper()
-	for _, name := range []string{"gtlsserver", "/usr/sbin/gtlsserver", "/usr/bin/gtlsserver"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	msg := "ngtcp2's example server is not installed (gtlsserver, from the Debian package ngtcp2-server: apt-get install ngtcp2-server)"
-	if os.Getenv("ENDWELL_PEERS") == "require" {
-		t.Fatal(msg + ", and ENDWELL_PEERS=require")
-	}
-	t.Skip(msg)
-	return ""
+	proc *testpeer.Proc // its output is the log
 }
 
 // startNgtcp2 runs the server on a free port of 127.0.0.1, serving a directory with
-// /index.html (a few bytes) and /big (4 MiB), and waits until it answers.
+// /index.html (a few bytes) and /big (4 MiB), and waits until it answers. It skips the test
+// if the server is not installed (fails it if ENDWELL_PEERS=require).
 func startNgtcp2(t *testing.T) *ngtcp2 {
 	t.Helper()
-	bin := ngtcp2Binary(t)
+	bin := testpeer.Need(t, "gtlsserver", "ngtcp2-server")
 	dir := t.TempDir()
-	keyFile, certFile := writeCertFiles(t, dir)
+	certFile, keyFile := testpeer.TestCert(t).WriteFiles(t, dir)
 	htdocs := dir + "/htdocs"
 	if err := os.Mkdir(htdocs, 0o755); err != nil {
 		t.Fatal(err)
@@ -64,32 +48,21 @@ func startNgtcp2(t *testing.T) *ngtcp2 {
 	port := probe.LocalAddr().(*net.UDPAddr).Port
 	probe.Close()
 
-	s := &ngtcp2{addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), log: &syncBuffer{}}
-	s.cmd = exec.Command(bin, "-d", htdocs, "--no-quic-dump", "--no-http-dump",
-		"127.0.0.1", strconv.Itoa(port), keyFile, certFile)
-	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
-	if err := s.cmd.Start(); err != nil {
-		t.Fatalf("starting %s: %v", bin, err)
-	}
-	t.Cleanup(func() {
-		s.cmd.Process.Kill()
-		s.cmd.Wait()
-		if t.Failed() {
-			t.Logf("ngtcp2's log:\n%s", s.tail(4000))
-		}
-	})
+	s := &ngtcp2{addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
+	s.proc = testpeer.Start(t, exec.Command(bin, "-d", htdocs, "--no-quic-dump", "--no-http-dump",
+		"127.0.0.1", strconv.Itoa(port), keyFile, certFile))
 	// Ready once it completes a handshake: dial until then.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-		c, err := h3.Dial(ctx, s.addr, &h3.Config{TLSClientConfig: clientTLS()})
+		c, err := h3.Dial(ctx, s.addr, &h3.Config{TLSClientConfig: clientTLS(t)})
 		cancel()
 		if err == nil {
 			// Forget the probe: once its CONNECTION_CLOSE is in the log, the log is
 			// the tests' own.
 			c.Layer().Abort()
 			s.waitLog(t, ngRxClose)
-			s.log.Reset()
+			s.proc.ResetOutput()
 			break
 		}
 		if time.Now().After(deadline) {
@@ -100,7 +73,7 @@ func startNgtcp2(t *testing.T) *ngtcp2 {
 }
 
 func (s *ngtcp2) tail(n int) string {
-	b := s.log.String()
+	b := s.proc.Output()
 	if len(b) > n {
 		b = "…" + b[len(b)-n:]
 	}
@@ -122,16 +95,11 @@ var (
 // waitLog waits up to 5 seconds for re to match the log, and returns its submatches.
 func (s *ngtcp2) waitLog(t *testing.T, re *regexp.Regexp) []string {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if m := re.FindStringSubmatch(s.log.String()); m != nil {
-			return m
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("ngtcp2's log shows no match of %q", re)
-		}
-		time.Sleep(10 * time.Millisecond)
+	out, ok := s.proc.WaitOutput(re, 5*time.Second)
+	if !ok {
+		t.Fatalf("ngtcp2's log shows no match of %q", re)
 	}
+	return re.FindStringSubmatch(out)
 }
 
 // TestNgtcp2 checks the contract against an independent peer: the CONNECTION_CLOSE code
@@ -206,28 +174,4 @@ func ngGet(t *testing.T, c *h3.Conn, s *ngtcp2, path string) {
 	if resp.StatusCode != 200 || !strings.HasPrefix(body, "hello from ngtcp2") {
 		t.Fatalf("GET %s: %s %q", path, resp.Status, body)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex // guards b
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (s *syncBuffer) Reset() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.b.Reset()
 }

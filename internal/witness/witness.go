@@ -40,6 +40,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/endwell/endwell/internal/testpeer"
 )
 
 // Action is what the server does after a [Handler] returns, or when
@@ -246,12 +248,12 @@ func defaultHandler(c *Conn, r *http.Request) Action {
 // once.
 func (s *Server) Start() error {
 	if s.opts.TLS {
-		cert, _, err := loadCert()
+		cert, err := testpeer.LoadCert()
 		if err != nil {
 			return err
 		}
 		s.tlsConfig = &tls.Config{
-			Certificates: []tls.Certificate{cert},
+			Certificates: []tls.Certificate{cert.Certificate},
 			NextProtos:   s.opts.NextProtos,
 			MaxVersion:   s.opts.TLSMaxVersion,
 		}
@@ -279,6 +281,10 @@ func (s *Server) URL() string {
 	return "http://" + s.Addr()
 }
 
+// serverName is the name [Server.ClientTLSConfig] verifies. The certificate is
+// testpeer's, made once per process: it is also valid for "localhost" and "::1".
+const serverName = "127.0.0.1"
+
 // ClientTLSConfig returns a new client configuration that trusts the
 // witness certificate, with ServerName "127.0.0.1".
 func (s *Server) ClientTLSConfig() *tls.Config {
@@ -288,11 +294,11 @@ func (s *Server) ClientTLSConfig() *tls.Config {
 // CertPool returns a new pool holding the witness certificate (nil if the
 // certificate could not be generated).
 func (s *Server) CertPool() *x509.CertPool {
-	_, pool, err := loadCert()
+	cert, err := testpeer.LoadCert()
 	if err != nil {
 		return nil
 	}
-	return pool.Clone()
+	return cert.Pool()
 }
 
 // Close stops listening, closes every live connection (ServerEndShutdown)
