@@ -24,11 +24,12 @@ import (
 type testProxy struct {
 	srv      *httptest.Server
 	fwd      *http.Transport
-	refuse   int // if not zero, the status CONNECT requests get
-	wg       sync.WaitGroup
-	mu       sync.Mutex  // guards the following
-	requests []proxySeen // every request received, in order
-	tunnels  []net.Conn  // hijacked and dialled connections, closed at the end
+	refuse   int            // if not zero, the status CONNECT requests get
+	wg       sync.WaitGroup // the tunnels' pumps; Go is called under mu, before closed
+	mu       sync.Mutex     // guards the following
+	requests []proxySeen    // every request received, in order
+	tunnels  []net.Conn     // hijacked and dialled connections, closed at the end
+	closed   bool           // the cleanup has begun: a tunnel hijacked now is closed at once
 }
 
 // proxySeen is what the proxy saw of one request.
@@ -57,6 +58,7 @@ func startProxyTLS(t *testing.T, refuse int, withTLS bool) *testProxy {
 		p.srv.Close()
 		p.fwd.CloseIdleConnections()
 		p.mu.Lock()
+		p.closed = true
 		for _, c := range p.tunnels {
 			c.Close()
 		}
@@ -116,8 +118,15 @@ func (p *testProxy) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		// A CONNECT that raced the cleanup (its handler is not waited for once hijacked):
+		// the pumps' WaitGroup may no longer grow.
+		c.Close()
+		up.Close()
+		return
+	}
 	p.tunnels = append(p.tunnels, c, up)
-	p.mu.Unlock()
 	io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n")
 	// The tunnel's two pumps: each exits when its source ends, and passes the end on. They
 	// copy through plain readers and writers: splice(2) would cache pipes, which the file
