@@ -27,10 +27,23 @@ type Conn struct {
 	// writeReset is set when a Write failed on the peer's reset: ECONNRESET, or EPIPE (the
 	// reset arrived while our side was still open for writing).
 	writeReset atomic.Bool
+	rc         syscall.RawConn // the socket's raw access, or nil if it is not a socket
+
+	// Quiet's look (see peek_unix.go): made once, so that a look allocates nothing.
+	quietFn  func(fd uintptr) bool
+	quietBuf [1]byte
+	quietRes int
 }
 
 // Watch wraps c. Give the result to tls.Client, and to the TLS and TCP layers.
-func Watch(c net.Conn) *Conn { return &Conn{Conn: c} }
+func Watch(c net.Conn) *Conn {
+	w := &Conn{Conn: c}
+	if sc, ok := c.(syscall.Conn); ok {
+		w.rc, _ = sc.SyscallConn()
+	}
+	w.quietFn = w.quietLook
+	return w
+}
 
 // Read reads from the underlying connection, noting a FIN or a reset.
 func (c *Conn) Read(p []byte) (int, error) {
@@ -89,19 +102,6 @@ func (c *Conn) PeerClosed() bool {
 	return c.peekClosed()
 }
 
-// rawConn returns the underlying socket's raw access, or nil if it is not a socket.
-func (c *Conn) rawConn() syscall.RawConn {
-	sc, ok := c.Conn.(syscall.Conn)
-	if !ok {
-		return nil
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return nil
-	}
-	return rc
-}
-
 // CloseWrite sends a FIN if the underlying connection can half-close.
 func (c *Conn) CloseWrite() error {
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
@@ -111,3 +111,6 @@ func (c *Conn) CloseWrite() error {
 }
 
 var errNoHalfClose = errors.New("shutdown: connection cannot half-close")
+
+// rawConn returns the underlying socket's raw access, or nil if it is not a socket.
+func (c *Conn) rawConn() syscall.RawConn { return c.rc }

@@ -72,13 +72,16 @@ type Config struct {
 // it has read the whole body. While the connection is idle, a watcher goroutine waits on
 // it to notice a server that closes it.
 type Conn struct {
-	owner     Owner
-	cfg       *Config
-	nc        net.Conn       // what HTTP reads and writes: the TLS session, or raw
-	raw       *shutdown.Conn // the TCP socket, watched: its FIN and RST
-	tls       *tls.Conn      // the TLS session HTTP runs over, or nil
-	proxied   bool           // http:// requests through a proxy: absolute-form request lines
-	proxyAuth string         // Proxy-Authorization for a proxied request, or ""
+	owner Owner
+	cfg   *Config
+	nc    net.Conn       // what HTTP reads and writes: the TLS session, or raw
+	raw   *shutdown.Conn // the TCP socket, watched: its FIN and RST
+	tls   *tls.Conn      // the TLS session HTTP runs over, or nil
+	// tlsState is tls's state once the first response needed it, shared by the
+	// connection's responses as in net/http. Used by the request's goroutine only.
+	tlsState  *tls.ConnectionState
+	proxied   bool   // http:// requests through a proxy: absolute-form request lines
+	proxyAuth string // Proxy-Authorization for a proxied request, or ""
 
 	br *bufio.Reader
 	bw *bufio.Writer
@@ -90,14 +93,19 @@ type Conn struct {
 	nwritten atomic.Int64
 
 	// The idle watch; see watch.go.
-	// watchKick (buffered 1) starts a watch period, or makes the watcher exit once the
-	// connection is dead; watchRes (buffered 1) carries each period's result. Both are
-	// nil until the first idle period. watching and watchErr belong to whoever owns the
+	// watchState is watchOff, watchArmed or watchOn. watchTimer starts a watch period
+	// (watchNow) once an idle period has lasted watchDelay. watchKick (buffered 1) starts
+	// a watch period in the watcher goroutine, or makes it exit once the connection is
+	// dead; watchRes (buffered 1) carries each period's result. watcher is set once the
+	// watcher goroutine was started. watching and watchErr belong to whoever owns the
 	// connection (the request, the pool's taker, the teardown).
+	watchState atomic.Int32
+	watchTimer *time.Timer
 	watchKick  chan struct{}
 	watchRes   chan error
-	watching   bool        // a watch period is under way
-	watchErr   error       // what the last period's read returned
+	watcher    atomic.Bool
+	watching   bool        // an idle period is under way: stopWatch ends it
+	watchErr   error       // what the last idle period's look or read returned
 	peerClosed atomic.Bool // the server closed the connection while it was idle
 }
 
@@ -111,6 +119,10 @@ func New(owner Owner, cfg *Config, nc net.Conn, raw *shutdown.Conn, proxied bool
 	}
 	c.br = bufio.NewReaderSize(connReader{c}, cfg.ReadBufferSize)
 	c.bw = bufio.NewWriterSize(connWriter{c}, cfg.WriteBufferSize)
+	c.watchKick = make(chan struct{}, 1)
+	c.watchRes = make(chan error, 1)
+	c.watchTimer = time.AfterFunc(time.Hour, c.watchNow)
+	c.watchTimer.Stop() // armed by each idle period (startWatch)
 	return c
 }
 

@@ -53,7 +53,7 @@ func (c *Conn) RoundTrip(req *http.Request, trace *httptrace.ClientTrace) (*http
 		})
 	}
 	ex.gzip = !c.cfg.DisableCompression && req.Method != http.MethodHead &&
-		req.Header.Get("Accept-Encoding") == "" && req.Header.Get("Range") == ""
+		first(req.Header, "Accept-Encoding") == "" && first(req.Header, "Range") == ""
 	if c.cfg.DisableKeepAlives || req.Close {
 		ex.noReuse = true
 	}
@@ -437,8 +437,12 @@ func (ex *exchange) deliver(resp *http.Response) (*http.Response, error) {
 	}
 	resp.TLS = nil
 	if c.tls != nil {
-		st := c.tls.ConnectionState()
-		resp.TLS = &st
+		if c.tlsState == nil {
+			// As net/http: one state per connection, shared by its responses.
+			st := c.tls.ConnectionState()
+			c.tlsState = &st
+		}
+		resp.TLS = c.tlsState
 	}
 
 	if resp.StatusCode == http.StatusSwitchingProtocols {
@@ -451,8 +455,7 @@ func (ex *exchange) deliver(resp *http.Response) (*http.Response, error) {
 	}
 	b := &body{ex: ex, rc: resp.Body, remaining: resp.ContentLength}
 	resp.Body = b
-	if ex.gzip && resp.Header.Get("Content-Encoding") != "" &&
-		strings.EqualFold(resp.Header.Get("Content-Encoding"), "gzip") {
+	if ce := first(resp.Header, "Content-Encoding"); ex.gzip && ce != "" && strings.EqualFold(ce, "gzip") {
 		resp.Header.Del("Content-Encoding")
 		resp.Header.Del("Content-Length")
 		resp.ContentLength = -1
@@ -912,4 +915,12 @@ func removeZone(host string) string {
 		return host
 	}
 	return host[:j] + host[i:]
+}
+
+// first is h.Get(key) for a key in canonical form: the first value, or "".
+func first(h http.Header, key string) string {
+	if vs := h[key]; len(vs) > 0 {
+		return vs[0]
+	}
+	return ""
 }

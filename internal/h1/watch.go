@@ -11,23 +11,44 @@ import (
 	"github.com/endwell/endwell/shutdown"
 )
 
-// The idle watch: a connection whose response is done goes back to the pool with a watch
-// period started, in which a watcher goroutine reads it, so that a server closing it is
-// noticed at once (never a socket left in CLOSE_WAIT); a request that takes the connection
-// stops the watch first.
+// The idle watch: a connection whose response is done goes back to the pool, and a server
+// closing it while it is idle must be noticed at once, so that its socket is never left in
+// CLOSE_WAIT. Once an idle period has lasted watchDelay, a watcher goroutine reads the
+// idle connection until the server speaks or a taker interrupts it. A request that takes
+// the connection within watchDelay (a busy client's every request) costs no goroutine
+// switch and no deadline: one non-blocking look at the socket's receive queue says whether
+// the server spoke, or closed, meanwhile.
 
-// startWatch starts a watch period: the connection's watcher goroutine (started on the
-// first idle period, and kept for the connection's life so that going idle costs no
-// allocation) blocks reading the idle connection until the server speaks or a taker
-// interrupts it.
+// watchDelay is how long an idle period lasts before the watcher reads the connection: how
+// long, at most, a server's close of an idle connection may wait to be noticed.
+const watchDelay = 5 * time.Millisecond
+
+// The watch's states (Conn.watchState).
+const (
+	watchOff   int32 = iota // in use by a request, or dead
+	watchArmed              // idle; watchTimer starts a watch period at watchDelay
+	watchOn                 // idle; the watcher reads the connection (or is about to)
+)
+
+// startWatch starts an idle period: the watch starts watchDelay from now, unless a taker
+// stops it first.
 func (c *Conn) startWatch() {
-	if c.watchKick == nil {
-		c.watchKick = make(chan struct{}, 1)
-		c.watchRes = make(chan error, 1)
-		// The idle watcher: see watchLoop. It exits once the connection is dead.
+	c.watching = true
+	c.watchState.Store(watchArmed)
+	c.watchTimer.Reset(watchDelay)
+}
+
+// watchNow runs in the timer's goroutine when an idle period has lasted watchDelay: it
+// starts a watch period, unless a taker or the teardown stopped the idle period first.
+func (c *Conn) watchNow() {
+	if !c.watchState.CompareAndSwap(watchArmed, watchOn) {
+		return
+	}
+	if c.watcher.CompareAndSwap(false, true) {
+		// The idle watcher: see watchLoop. It is kept for the connection's life, so that
+		// a watch period costs no goroutine; it exits once the connection is dead.
 		go c.watchLoop()
 	}
-	c.watching = true
 	c.kickWatcher()
 }
 
@@ -35,7 +56,7 @@ func (c *Conn) startWatch() {
 // exit once the connection is dead. A kick is dropped only when one is already pending,
 // which wakes the watcher all the same.
 func (c *Conn) kickWatcher() {
-	if c.watchKick == nil {
+	if !c.watcher.Load() {
 		return
 	}
 	select {
@@ -72,15 +93,45 @@ func (c *Conn) watchLoop() {
 	}
 }
 
-// stopWatch ends the watch period, interrupting the watcher's read if need be. It reports
-// whether the connection is still usable: the watcher saw nothing but its interruption.
+// stopWatch ends the idle period. It reports whether the connection is still usable: the
+// server neither spoke nor closed it meanwhile. A watch period under way is interrupted
+// (the watcher's read, with a deadline in the past); before one started, the socket's
+// receive queue is looked at once.
 func (c *Conn) stopWatch() bool {
 	if !c.watching {
 		return true
 	}
 	c.watching = false
+	switch {
+	case c.watchState.CompareAndSwap(watchArmed, watchOff):
+		// No watch period started, and none will: watchNow's compare-and-swap fails.
+		c.watchTimer.Stop()
+		return c.lookIdle()
+	case !c.watchState.CompareAndSwap(watchOn, watchOff):
+		// The teardown's Abort ended the idle period: the connection is dead.
+		return false
+	}
 	c.nc.SetReadDeadline(aLongTimeAgo)
 	c.watchErr = <-c.watchRes
+	c.nc.SetReadDeadline(time.Time{})
+	return errors.Is(c.watchErr, errDeadline) && c.br.Buffered() == 0 && !c.owner.Dead()
+}
+
+// lookIdle says whether an idle connection that no watcher read is still usable. Nothing
+// waiting in the socket's receive queue says so at once. Otherwise (bytes, a FIN, a reset,
+// or a platform that can't look), the connection is read for up to watchDelay: over TLS,
+// the bytes may be a message that TLS consumes itself (a session ticket), which leaves the
+// connection usable; anything HTTP would read, or an EOF, says the server spoke or closed.
+func (c *Conn) lookIdle() bool {
+	if c.owner.Dead() {
+		return false
+	}
+	if quiet, known := c.raw.Quiet(); quiet && known {
+		c.watchErr = nil
+		return true
+	}
+	c.nc.SetReadDeadline(time.Now().Add(watchDelay))
+	_, c.watchErr = c.br.Peek(1)
 	c.nc.SetReadDeadline(time.Time{})
 	return errors.Is(c.watchErr, errDeadline) && c.br.Buffered() == 0 && !c.owner.Dead()
 }
@@ -124,5 +175,9 @@ func (l *Layer) Graceful(ctx context.Context, p *shutdown.Progress) error {
 	return nil
 }
 
-// Abort makes the watcher exit: if it is reading, the socket's close below ends its read.
-func (l *Layer) Abort() { l.C.kickWatcher() }
+// Abort ends the idle watch: an idle period's watch will not start, and the watcher exits
+// (if it is reading, the socket's close below ends its read).
+func (l *Layer) Abort() {
+	l.C.watchState.CompareAndSwap(watchArmed, watchOff)
+	l.C.kickWatcher()
+}
