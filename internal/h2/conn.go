@@ -443,13 +443,30 @@ func (h *Conn) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // isXnetNoBody reports whether b is x/net's empty body, which it returns for HEAD requests
 // and responses that ended with their headers; the stream is then over.
+//
+// The type's name is read once: the types seen are remembered (x/net's empty body, and the
+// last other body type), so that a response costs a type comparison.
 func isXnetNoBody(b io.ReadCloser) bool {
 	if b == nil || b == http.NoBody {
 		return true
 	}
 	rt := reflect.TypeOf(b)
-	return rt.Name() == "noBodyReader" && rt.PkgPath() == "golang.org/x/net/http2"
+	if t, _ := xnetNoBodyType.Load().(reflect.Type); t == rt {
+		return true
+	}
+	if t, _ := xnetBodyType.Load().(reflect.Type); t == rt {
+		return false
+	}
+	if rt.Name() == "noBodyReader" && rt.PkgPath() == "golang.org/x/net/http2" {
+		xnetNoBodyType.Store(rt)
+		return true
+	}
+	xnetBodyType.Store(rt)
+	return false
 }
+
+// xnetNoBodyType and xnetBodyType remember isXnetNoBody's answers by type.
+var xnetNoBodyType, xnetBodyType atomic.Value
 
 // h2Stream is one request's use of an HTTP/2 connection.
 type h2Stream struct {
