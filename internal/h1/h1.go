@@ -41,6 +41,14 @@ type exchange struct {
 	bodyDone   bool        // bodyResult is set
 	noReuse    bool        // the connection must not be reused after this exchange
 	released   atomic.Bool // release was called
+
+	// The response and its body live here, so that a request costs one allocation for
+	// all of them (the header's aside): parsed is the response when parseBuffered read
+	// it, and rbody the body handed to the caller (deliver). An exchange serves one
+	// request and is never reused, so the caller may keep the response, which keeps the
+	// exchange (as the body always did), after the body ends.
+	parsed parsed
+	rbody  body
 }
 
 // roundTrip runs req over c. On error the connection has been ended (or, for errors
@@ -361,7 +369,7 @@ func (ex *exchange) readHeader() (*http.Response, error) {
 		trace.GotFirstResponseByte()
 	}
 	for {
-		resp, err := http.ReadResponse(c.br, ex.req)
+		resp, err := readResponse(c.br, ex.req, c.cfg.MaxHeaderBytes, &ex.parsed)
 		if err != nil {
 			return nil, ex.headerErr(err)
 		}
@@ -453,7 +461,8 @@ func (ex *exchange) deliver(resp *http.Response) (*http.Response, error) {
 		ex.finish()
 		return resp, nil
 	}
-	b := &body{ex: ex, rc: resp.Body, remaining: resp.ContentLength}
+	b := &ex.rbody
+	b.ex, b.rc, b.remaining = ex, resp.Body, resp.ContentLength
 	resp.Body = b
 	if ce := first(resp.Header, "Content-Encoding"); ex.gzip && ce != "" && strings.EqualFold(ce, "gzip") {
 		resp.Header.Del("Content-Encoding")
@@ -694,7 +703,7 @@ func (s *switchedBody) Close() error {
 // the release, the body writer's state) under it, exactly once (done).
 type body struct {
 	ex *exchange
-	rc io.ReadCloser // http.ReadResponse's body
+	rc io.ReadCloser // what the body is read from: lengthBody, or http.ReadResponse's body
 	// closing is set by the first Close; Read checks it first, under mu, and from then on
 	// returns proto.ErrBodyClosed.
 	closing atomic.Bool
