@@ -36,6 +36,7 @@ func main() {
 	conc := flag.Int("c", 0, "throughput mode: goroutines requesting concurrently for -d")
 	dur := flag.Duration("d", 5*time.Second, "throughput mode: how long")
 	memprofile := flag.String("memprofile", "", "with -allocs: write a heap profile of every allocation of the measured requests to this file")
+	cpuprofile := flag.String("cpuprofile", "", "throughput mode: write a CPU profile of the run to this file")
 	allocs := flag.Bool("allocs", false, "print the heap allocations per request of -n RoundTrip calls (the transport alone, no http.Client; nethttp and endwell)")
 	flag.Parse()
 
@@ -72,6 +73,17 @@ func main() {
 		fail("first request: %v", err)
 	}
 	if *conc > 0 {
+		if *cpuprofile != "" {
+			f, err := os.Create(*cpuprofile)
+			if err != nil {
+				fail("cpuprofile: %v", err)
+			}
+			if err := pprof.StartCPUProfile(f); err != nil {
+				fail("cpuprofile: %v", err)
+			}
+			defer f.Close()
+			defer pprof.StopCPUProfile()
+		}
 		throughput(get, *conc, *dur)
 		return
 	}
