@@ -102,12 +102,6 @@ func (pc *conn) layers() []shutdown.Layer {
 func (pc *conn) ReleaseUse(broken bool, dropped func()) {
 	t := pc.t
 	e := pc.entry.Load()
-	t.mu.Lock()
-	last := pc.activeUses == 1
-	t.mu.Unlock()
-	if last {
-		pc.setState(stateIdle)
-	}
 	switch {
 	case broken:
 		t.pool.Remove(e)
@@ -120,6 +114,32 @@ func (pc *conn) ReleaseUse(broken bool, dropped func()) {
 		dropped()
 	}
 	t.doneActive(pc)
+	pc.syncState()
+}
+
+// syncState sets a multiplexed connection's state (for the open_connections metric) to
+// what its count of uses says: idle at none, active otherwise. Streams start and end
+// concurrently, and the count may change between its reading and setState: syncState
+// reads it again after, and goes round once more if it changed, so that whichever use
+// looks last leaves the state right (a use's start sets active after counting itself).
+func (pc *conn) syncState() {
+	t := pc.t
+	for {
+		t.mu.Lock()
+		inUse := pc.activeUses > 0
+		t.mu.Unlock()
+		if inUse {
+			pc.setState(stateActive)
+		} else {
+			pc.setState(stateIdle)
+		}
+		t.mu.Lock()
+		again := pc.activeUses > 0
+		t.mu.Unlock()
+		if again == inUse {
+			return
+		}
+	}
 }
 
 // capacity is how many requests may use pc at once: an HTTP/2 connection's streams, one
