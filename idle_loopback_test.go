@@ -2,6 +2,7 @@ package endwell_test
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"sync"
 	"testing"
@@ -18,12 +19,16 @@ func TestPeerClosedIdleLeavesNoCloseWait(t *testing.T) {
 		name        string
 		idle        witness.IdleClose
 		wantOutcome string
+		// opaque wraps the connections DialContext returns in a type of their own, not a
+		// syscall.Conn: the idle watch can't look at their receive queue, and reads them.
+		opaque bool
 	}{
-		{"close_notify and FIN", witness.IdleClose{Action: witness.CloseGraceful}, "clean"},
-		{"FIN without close_notify", witness.IdleClose{Action: witness.CloseFIN}, "peer_silent"},
-		{"RST", witness.IdleClose{Action: witness.CloseRST}, ""},
-		{"unsolicited 408 then close", witness.IdleClose{Send: witness.Response408, Action: witness.CloseGraceful}, ""},
-		{"garbage then FIN", witness.IdleClose{Send: []byte("garbage\r\n"), Action: witness.CloseFIN}, ""},
+		{"close_notify and FIN", witness.IdleClose{Action: witness.CloseGraceful}, "clean", false},
+		{"close_notify and FIN, an opaque net.Conn", witness.IdleClose{Action: witness.CloseGraceful}, "", true},
+		{"FIN without close_notify", witness.IdleClose{Action: witness.CloseFIN}, "peer_silent", false},
+		{"RST", witness.IdleClose{Action: witness.CloseRST}, "", false},
+		{"unsolicited 408 then close", witness.IdleClose{Send: witness.Response408, Action: witness.CloseGraceful}, "", false},
+		{"garbage then FIN", witness.IdleClose{Send: []byte("garbage\r\n"), Action: witness.CloseFIN}, "", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -37,7 +42,17 @@ func TestPeerClosedIdleLeavesNoCloseWait(t *testing.T) {
 			// share the first dial, and fewer than n connections may be made.
 			h1 := new(http.Protocols)
 			h1.SetHTTP1(true)
-			tr := &endwell.Transport{TLSClientConfig: srv.ClientTLSConfig(), DialContext: la.dial, MaxIdleConnsPerHost: n, Protocols: h1}
+			dial := la.dial
+			if tt.opaque {
+				dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+					c, err := la.dial(ctx, network, addr)
+					if err != nil {
+						return nil, err
+					}
+					return struct{ net.Conn }{c}, nil
+				}
+			}
+			tr := &endwell.Transport{TLSClientConfig: srv.ClientTLSConfig(), DialContext: dial, MaxIdleConnsPerHost: n, Protocols: h1}
 			defer tr.Close()
 
 			// n connections at once: each request holds its response until all are open.

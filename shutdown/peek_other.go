@@ -11,3 +11,6 @@ func (c *Conn) Quiet() (quiet, known bool) { return false, false }
 
 // quietLook is never called on this platform.
 func (c *Conn) quietLook(fd uintptr) bool { return true }
+
+// CanLook reports false: Quiet cannot look on this platform.
+func (c *Conn) CanLook() bool { return false }

@@ -33,6 +33,10 @@ func (c *Conn) peekClosed() bool {
 	return err == nil && closed
 }
 
+// CanLook reports whether Quiet can look at the connection's receive queue: it is a
+// socket, on a platform that allows a look that consumes nothing.
+func (c *Conn) CanLook() bool { return c.rc != nil }
+
 // Quiet looks once at the socket's receive queue, without blocking and without consuming
 // anything: quiet reports that nothing waits there (no byte, no FIN, no reset). known is
 // false when the look could not be made (not a socket); a FIN or a reset it finds is noted

@@ -104,6 +104,7 @@ type Conn struct {
 	watchKick  chan struct{}
 	watchRes   chan error
 	watcher    atomic.Bool
+	lookable   bool        // raw's receive queue can be looked at (shutdown.Conn.CanLook)
 	watching   bool        // an idle period is under way: stopWatch ends it
 	watchErr   error       // what the last idle period's look or read returned
 	peerClosed atomic.Bool // the server closed the connection while it was idle
@@ -121,6 +122,7 @@ func New(owner Owner, cfg *Config, nc net.Conn, raw *shutdown.Conn, proxied bool
 	c.bw = bufio.NewWriterSize(connWriter{c}, cfg.WriteBufferSize)
 	c.watchKick = make(chan struct{}, 1)
 	c.watchRes = make(chan error, 1)
+	c.lookable = raw.CanLook()
 	c.watchTimer = time.AfterFunc(time.Hour, c.watchNow)
 	c.watchTimer.Stop() // armed by each idle period (startWatch)
 	return c

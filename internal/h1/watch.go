@@ -31,10 +31,16 @@ const (
 )
 
 // startWatch starts an idle period: the watch starts watchDelay from now, unless a taker
-// stops it first.
+// stops it first. A connection whose receive queue can't be looked at (not a socket: a
+// DialContext's own net.Conn type, say; or a platform without the look) is watched at
+// once, as every connection was before the delay: its taker interrupts the watcher.
 func (c *Conn) startWatch() {
 	c.watching = true
 	c.watchState.Store(watchArmed)
+	if !c.lookable {
+		c.watchNow()
+		return
+	}
 	c.watchTimer.Reset(watchDelay)
 }
 
