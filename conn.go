@@ -33,6 +33,9 @@ type conn struct {
 
 	activeUses int           // requests using the connection: 1 for HTTP/1.1, streams for HTTP/2; guarded by t.mu
 	unused     chan struct{} // closed when activeUses drops to 0, if a teardown waits; guarded by t.mu
+	// uses is activeUses, stored under t.mu at each change, for syncState to read without
+	// the transport's lock.
+	uses atomic.Int32
 
 	serverAddr string // host:port of the server (the proxy's for http:// through a proxy)
 	created    time.Time
@@ -123,20 +126,14 @@ func (pc *conn) ReleaseUse(broken bool, dropped func()) {
 // reads it again after, and goes round once more if it changed, so that whichever use
 // looks last leaves the state right (a use's start sets active after counting itself).
 func (pc *conn) syncState() {
-	t := pc.t
 	for {
-		t.mu.Lock()
-		inUse := pc.activeUses > 0
-		t.mu.Unlock()
+		inUse := pc.uses.Load() > 0
 		if inUse {
 			pc.setState(stateActive)
 		} else {
 			pc.setState(stateIdle)
 		}
-		t.mu.Lock()
-		again := pc.activeUses > 0
-		t.mu.Unlock()
-		if again == inUse {
+		if again := pc.uses.Load() > 0; again == inUse {
 			return
 		}
 	}

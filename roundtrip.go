@@ -448,13 +448,16 @@ func (t *Transport) addActive(pc *conn) bool {
 	}
 	t.active[pc] = struct{}{}
 	pc.activeUses++
+	pc.uses.Store(int32(pc.activeUses))
 	return true
 }
 
 // doneActive records that pc's request is over.
 func (t *Transport) doneActive(pc *conn) {
 	t.mu.Lock()
-	if pc.activeUses--; pc.activeUses > 0 {
+	pc.activeUses--
+	pc.uses.Store(int32(pc.activeUses))
+	if pc.activeUses > 0 {
 		t.mu.Unlock() // other HTTP/2 streams still use pc
 		return
 	}
