@@ -52,6 +52,11 @@ func (pc *conn) Report(o proto.Outcome) (reuse bool) {
 		mode, reason, cause = shutdown.Abort, failureReason(cause), nil
 	case proto.Retired:
 		reason, cause = o.Reason, nil
+		if reason == proto.ReasonShutdown && pc.t.state.Load() == stateClosed {
+			// The pool closed by Transport.Close: an abort, as Close aborts everything,
+			// which requests see as ErrClosed.
+			mode, reason, cause = shutdown.Abort, proto.ReasonClose, ErrClosed
+		}
 	default:
 		panic("endwell: unknown outcome")
 	}

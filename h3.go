@@ -93,13 +93,13 @@ func (h *h3Conn) start() {
 	}
 }
 
-// report runs end now, or once the connection is whole.
-func (h *h3Conn) report(end func()) {
+// whenReady runs end now, or once the connection is whole.
+func (h *h3Conn) whenReady(end func()) {
 	if h.ready.Load() {
 		end()
 		return
 	}
-	h.early.CompareAndSwap(nil, &end) // the first report wins
+	h.early.CompareAndSwap(nil, &end) // the first hook's ending wins
 	if h.ready.Load() {
 		if f := h.early.Swap(nil); f != nil {
 			(*f)()
@@ -110,7 +110,7 @@ func (h *h3Conn) report(end func()) {
 // peerGoAway runs when the server's GOAWAY arrives: the pool hands the connection out no
 // more, and it ends once its last request does (at once if it is idle).
 func (h *h3Conn) peerGoAway() {
-	h.report(func() {
+	h.whenReady(func() {
 		pc := h.pc
 		if e := pc.entry.Load(); e != nil && pc.t.pool.Unshare(e) {
 			pc.Report(proto.Outcome{Kind: proto.GoAway})
@@ -122,7 +122,7 @@ func (h *h3Conn) peerGoAway() {
 // (draining: nothing is sent), an idle timeout, a stateless reset. The teardown only
 // releases the socket.
 func (h *h3Conn) peerClosed(err error) {
-	h.report(func() {
+	h.whenReady(func() {
 		pc := h.pc
 		var idle *quic.IdleTimeoutError
 		var ae *quic.ApplicationError
@@ -144,7 +144,7 @@ func (h *h3Conn) peerClosed(err error) {
 // teardown keeps), or on a protocol error (its code sent: the teardown releases the
 // socket).
 func (h *h3Conn) localClosed(err error) {
-	h.report(func() {
+	h.whenReady(func() {
 		pc := h.pc
 		var ae *quic.ApplicationError
 		if errors.As(err, &ae) && uint64(ae.ErrorCode) == h3.CodeNoError {

@@ -8,10 +8,11 @@ import (
 	"github.com/endwell/endwell/pool"
 )
 
-// The idle lifecycle: a connection whose response is done goes to the pool, where a watcher
-// goroutine waits on it so that a server closing it is noticed at once (never a socket left
-// in CLOSE_WAIT); the pool retires it on idle timeout, idle limits and lifetime; each
-// retirement is a graceful close in the background with its reason.
+// The idle lifecycle: a connection whose response is done goes back to the pool, where
+// HTTP/1.1's idle watch (internal/h1/watch.go) notices a server closing it within 5 ms
+// (never a socket left in CLOSE_WAIT); the pool retires it on idle timeout, idle limits and
+// lifetime; each retirement is an outcome that ending.go's Report turns into a graceful
+// close in the background with its reason (an abort once Transport.Close was called).
 
 // Release is h1.Owner's: an HTTP/1.1 exchange is over. With nil the connection, its idle
 // watch started, goes back to the pool; otherwise (it was ended) it only leaves the
@@ -39,14 +40,11 @@ func (pc *conn) TakeIdle() bool { return pc.t.pool.TakeIdle(pc.entry.Load()) }
 // retire is the pool's Retire: the pool dropped pc on its own. See retireBy.
 func (t *Transport) retire(pc *conn, why pool.Reason) { t.retireBy(pc, why, time.Time{}) }
 
-// retireBy ends pc, which left the pool for why without a request using it: gracefully,
-// by deadline (zero: the budget from now), or, once Transport.Close was called, with an
-// abort. Shutdown passes its deadline for the idle connections it takes from the pool.
+// retireBy reports pc, which left the pool for why without a request using it, as
+// retired: Report ends it gracefully by deadline (zero: the budget from now), or aborts it
+// once Transport.Close was called. Shutdown passes its deadline for the idle connections
+// it takes from the pool.
 func (t *Transport) retireBy(pc *conn, why pool.Reason, deadline time.Time) {
-	if why == pool.Closed && t.state.Load() == stateClosed {
-		pc.abort(ErrClosed)
-		return
-	}
 	pc.Report(proto.Outcome{Kind: proto.Retired, Reason: retireReason(why), Deadline: deadline})
 }
 

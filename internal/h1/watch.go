@@ -185,5 +185,6 @@ func (l *Layer) Graceful(ctx context.Context, p *shutdown.Progress) error {
 // (if it is reading, the socket's close below ends its read).
 func (l *Layer) Abort() {
 	l.C.watchState.CompareAndSwap(watchArmed, watchOff)
+	l.C.watchTimer.Stop() // set once by New: safe from any goroutine
 	l.C.kickWatcher()
 }
