@@ -122,6 +122,20 @@ type h2Frame struct {
 	Path         string // a HEADERS frame's :path
 }
 
+// logFrame is what a frame server logs of f.
+func logFrame(f http2.Frame) h2Frame {
+	lf := h2Frame{Type: f.Header().Type, StreamID: f.Header().StreamID, Flags: f.Header().Flags}
+	switch f := f.(type) {
+	case *http2.GoAwayFrame:
+		lf.LastStreamID, lf.Code = f.LastStreamID, f.ErrCode
+	case *http2.RSTStreamFrame:
+		lf.Code = f.ErrCode
+	case *http2.MetaHeadersFrame:
+		lf.Path = f.PseudoValue("path")
+	}
+	return lf
+}
+
 func (f h2Frame) String() string {
 	switch f.Type {
 	case http2.FrameGoAway:
@@ -291,14 +305,8 @@ func (s *h2FrameServer) serve(sc *h2ServerConn) {
 			}
 			return
 		}
-		lf := h2Frame{Type: f.Header().Type, StreamID: f.Header().StreamID, Flags: f.Header().Flags}
+		lf := logFrame(f)
 		switch f := f.(type) {
-		case *http2.GoAwayFrame:
-			lf.LastStreamID, lf.Code = f.LastStreamID, f.ErrCode
-		case *http2.RSTStreamFrame:
-			lf.Code = f.ErrCode
-		case *http2.MetaHeadersFrame:
-			lf.Path = f.PseudoValue("path")
 		case *http2.SettingsFrame:
 			if !f.IsAck() {
 				sc.write(func(fr *http2.Framer) error { return fr.WriteSettingsAck() })

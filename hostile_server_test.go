@@ -349,14 +349,8 @@ func (c *hsConn) serveH2() {
 			c.end()
 			return
 		}
-		lf := h2Frame{Type: f.Header().Type, StreamID: f.Header().StreamID, Flags: f.Header().Flags}
+		lf := logFrame(f)
 		switch f := f.(type) {
-		case *http2.GoAwayFrame:
-			lf.LastStreamID, lf.Code = f.LastStreamID, f.ErrCode
-		case *http2.RSTStreamFrame:
-			lf.Code = f.ErrCode
-		case *http2.MetaHeadersFrame:
-			lf.Path = f.PseudoValue("path")
 		case *http2.SettingsFrame:
 			if !f.IsAck() {
 				c.write(func(fr *http2.Framer) error { return fr.WriteSettingsAck() })
