@@ -31,11 +31,12 @@ type conn struct {
 	h2          *h2.Conn // the HTTP/2 connection over nc, or nil
 	h3          *h3Conn  // the HTTP/3 connection, or nil; raw and nc are then nil
 
-	activeUses int           // requests using the connection: 1 for HTTP/1.1, streams for HTTP/2; guarded by t.mu
-	unused     chan struct{} // closed when activeUses drops to 0, if a teardown waits; guarded by t.mu
-	// uses is activeUses, stored under t.mu at each change, for syncState to read without
-	// the transport's lock.
-	uses atomic.Int32
+	// uses counts the requests using the connection: 1 for HTTP/1.1, streams for HTTP/2
+	// and HTTP/3. It goes from 0 to 1 and from 1 to 0 only under t.mu, with the
+	// connection's entry in t.active; a multiplexed connection's other changes take no
+	// lock (see addActive).
+	uses   atomic.Int32
+	unused chan struct{} // closed when uses drops to 0, if a teardown waits; guarded by t.mu
 
 	serverAddr string // host:port of the server (the proxy's for http:// through a proxy)
 	created    time.Time

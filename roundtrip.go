@@ -440,25 +440,43 @@ func (t *Transport) closeCtx() context.Context {
 }
 
 // addActive records pc as used by a request. It reports false once the transport is closed.
+//
+// A connection already in use (another HTTP/2 or HTTP/3 stream) counts one more use
+// without the transport's lock: it is in t.active already, and stays there while its count
+// is above 0 (only a change to or from 0 takes the lock). The transport's closing is seen
+// after the count went up, so that Close either sees the use (abortActive's pc is in
+// t.active) or the use sees the closing and gives itself back.
 func (t *Transport) addActive(pc *conn) bool {
+	for n := pc.uses.Load(); n > 0; n = pc.uses.Load() {
+		if pc.uses.CompareAndSwap(n, n+1) {
+			if t.state.Load() == stateClosed {
+				t.doneActive(pc)
+				return false
+			}
+			return true
+		}
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.state.Load() == stateClosed {
 		return false
 	}
-	t.active[pc] = struct{}{}
-	pc.activeUses++
-	pc.uses.Store(int32(pc.activeUses))
+	if pc.uses.Add(1) == 1 {
+		t.active[pc] = struct{}{}
+	}
 	return true
 }
 
-// doneActive records that pc's request is over.
+// doneActive records that pc's request is over. A use other than the last takes no lock.
 func (t *Transport) doneActive(pc *conn) {
+	for n := pc.uses.Load(); n > 1; n = pc.uses.Load() {
+		if pc.uses.CompareAndSwap(n, n-1) {
+			return
+		}
+	}
 	t.mu.Lock()
-	pc.activeUses--
-	pc.uses.Store(int32(pc.activeUses))
-	if pc.activeUses > 0 {
-		t.mu.Unlock() // other HTTP/2 streams still use pc
+	if pc.uses.Add(-1) > 0 {
+		t.mu.Unlock() // a use came meanwhile (addActive's fast way, from 1)
 		return
 	}
 	delete(t.active, pc)
@@ -478,7 +496,7 @@ func (t *Transport) doneActive(pc *conn) {
 func (pc *conn) WaitUnused(ctx context.Context, p *shutdown.Progress) error {
 	t := pc.t
 	t.mu.Lock()
-	if pc.activeUses == 0 {
+	if pc.uses.Load() == 0 {
 		t.mu.Unlock()
 		return nil
 	}
