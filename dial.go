@@ -454,7 +454,7 @@ func proxyAddr(u *url.URL) string {
 			port = "80"
 		}
 	}
-	return joinHostPort(u.Hostname(), port)
+	return joinHostPort(asciiHost(u.Hostname()), port)
 }
 
 func basicAuth(u *url.Userinfo) string {

@@ -9,12 +9,14 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/endwell/endwell/internal/h1"
 	"github.com/endwell/endwell/internal/proto"
 	"github.com/endwell/endwell/pool"
 	"github.com/endwell/endwell/shutdown"
 	"golang.org/x/net/http/httpguts"
+	"golang.org/x/net/idna"
 )
 
 // RoundTrip implements [http.RoundTripper]. It does not modify req; it closes req.Body,
@@ -179,6 +181,18 @@ func (t *Transport) checkRequest(req *http.Request) error {
 	case stateClosed:
 		return ErrClosed
 	}
+	host := req.Host
+	if host == "" {
+		host = req.URL.Host
+	}
+	if _, err := httpguts.PunycodeHostPort(host); err != nil {
+		return &RequestError{fmt.Sprintf("invalid host %q: %v", host, err)}
+	}
+	// The request line carries the URL's query and opaque part as they are (its path is
+	// escaped): a control character there, a CR LF say, would split the request.
+	if hasCTL(req.URL.RawQuery) || hasCTL(req.URL.Opaque) {
+		return &RequestError{"can't write control character in Request.URL"}
+	}
 	for k, vs := range req.Header {
 		if !httpguts.ValidHeaderFieldName(k) {
 			return &RequestError{fmt.Sprintf("invalid header field name %q", k)}
@@ -190,6 +204,16 @@ func (t *Transport) checkRequest(req *http.Request) error {
 		}
 	}
 	return nil
+}
+
+// hasCTL reports whether s has an ASCII control character (DEL included).
+func hasCTL(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if b := s[i]; b < ' ' || b == 0x7f {
+			return true
+		}
+	}
+	return false
 }
 
 func validMethod(m string) bool {
@@ -296,7 +320,7 @@ const maxCachedKeys = 1024
 func (t *Transport) newKey(req *http.Request) (poolKey, error) {
 	u := req.URL
 	addr := serverAddr(u)
-	key := poolKey{scheme: u.Scheme, addr: addr, host: u.Hostname(), h1Only: h1.RequiresHTTP1(req)}
+	key := poolKey{scheme: u.Scheme, addr: addr, host: asciiHost(u.Hostname()), h1Only: h1.RequiresHTTP1(req)}
 	var pu *url.URL // the proxy, or nil
 	if t.Proxy != nil {
 		var err error
@@ -341,7 +365,22 @@ func serverAddr(u *url.URL) string {
 			port = "443"
 		}
 	}
-	return joinHostPort(u.Hostname(), port)
+	return joinHostPort(asciiHost(u.Hostname()), port)
+}
+
+// asciiHost is host as DNS and TLS's ServerName take it: an internationalized name in its
+// Punycode form (IDNA's lookup profile), as net/http dials and verifies it; host itself if
+// it is ASCII or not a valid name.
+func asciiHost(host string) string {
+	for i := 0; i < len(host); i++ {
+		if host[i] >= utf8.RuneSelf {
+			if a, err := idna.Lookup.ToASCII(host); err == nil {
+				return a
+			}
+			return host
+		}
+	}
+	return host
 }
 
 func joinHostPort(host, port string) string {

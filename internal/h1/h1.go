@@ -12,6 +12,7 @@ import (
 	"net/http/httptrace"
 	"net/http/httputil"
 	"net/textproto"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -78,6 +79,7 @@ func (c *Conn) RoundTrip(req *http.Request, trace *httptrace.ClientTrace) (*http
 	}
 
 	if err := ex.writeHeaders(); err != nil {
+		ex.closeReqBody()
 		return nil, ex.fail(err)
 	}
 	if ex.hasBody {
@@ -103,10 +105,17 @@ func (c *Conn) RoundTrip(req *http.Request, trace *httptrace.ClientTrace) (*http
 	return ex.readResponse()
 }
 
-// writeHeaders writes the request line and header into the connection's buffer.
+// writeHeaders writes the request line and header into the connection's buffer, byte for
+// byte as net/http writes them: the request line, Host, User-Agent, then (from the
+// request's transfer) Connection: close for Request.Close, Content-Length or
+// Transfer-Encoding and Trailer, then the caller's fields sorted by key, then those the
+// transport adds (Accept-Encoding, Connection: close under DisableKeepAlives,
+// Proxy-Authorization), sorted too. RoundTrip's checkRequest has validated every field, the
+// host and the URL before any I/O. It fails, having written nothing, only for what
+// net/http refuses as it writes: a request through a proxy whose Host is not a valid Host
+// header, a chunked body's Trailer key that a trailer may not have.
 func (ex *exchange) writeHeaders() error {
 	req, c, trace := ex.req, ex.c, ex.trace
-	w := c.bw
 	method := req.Method
 	if method == "" {
 		method = http.MethodGet
@@ -115,48 +124,63 @@ func (ex *exchange) writeHeaders() error {
 	if host == "" {
 		host = req.URL.Host
 	}
+	host, err := httpguts.PunycodeHostPort(host)
+	if err != nil {
+		return err
+	}
+	if !httpguts.ValidHostHeader(host) {
+		// As net/http (go.dev/issue/61431): an invalid Host, a Unix socket's path say, is
+		// sent empty; a proxy could do nothing with that.
+		if c.proxied {
+			return errInvalidHost
+		}
+		host = ""
+	}
 	host = removeZone(host)
 	uri := req.URL.RequestURI()
-	if c.proxied {
-		u := *req.URL
-		u.Fragment, u.RawFragment = "", ""
-		uri = u.String()
+	if c.proxied && req.URL.Scheme != "" && req.URL.Opaque == "" {
+		uri = req.URL.Scheme + "://" + host + uri
 	} else if method == http.MethodConnect && req.URL.Path == "" {
 		uri = host
+		if req.URL.Opaque != "" {
+			uri = req.URL.Opaque
+		}
 	}
-	w.WriteString(method)
-	w.WriteByte(' ')
-	w.WriteString(uri)
-	w.WriteString(" HTTP/1.1\r\nHost: ")
-	w.WriteString(host)
-	w.WriteString("\r\n")
+
+	// The header goes into the buffer's free space, which it fits but for a big one.
+	b := c.bw.AvailableBuffer()
+	b = append(b, method...)
+	b = append(b, ' ')
+	b = append(b, uri...)
+	b = append(b, " HTTP/1.1\r\nHost: "...)
+	b = append(b, host...)
+	b = append(b, "\r\n"...)
+	tracing := trace != nil && trace.WroteHeaderField != nil
+	if tracing {
+		trace.WroteHeaderField("Host", []string{host})
+	}
 	field := func(k, v string) {
-		w.WriteString(k)
-		w.WriteString(": ")
-		w.WriteString(v)
-		w.WriteString("\r\n")
-		if trace != nil && trace.WroteHeaderField != nil {
+		b = append(b, k...)
+		b = append(b, ": "...)
+		b = append(b, v...)
+		b = append(b, "\r\n"...)
+		if tracing {
 			trace.WroteHeaderField(k, []string{v})
 		}
 	}
-	if trace != nil && trace.WroteHeaderField != nil {
-		trace.WroteHeaderField("Host", []string{host})
-	}
-	if ua, ok := req.Header["User-Agent"]; !ok {
-		field("User-Agent", defaultUserAgent)
-	} else if len(ua) > 0 && ua[0] != "" {
-		field("User-Agent", ua[0])
-	}
-	if ex.noReuse && !httpguts.HeaderValuesContainsToken(req.Header["Connection"], "close") {
-		field("Connection", "close")
-	}
-	if ex.gzip {
-		field("Accept-Encoding", "gzip")
-	}
-	if c.proxied {
-		if auth := c.proxyAuth; auth != "" && req.Header.Get("Proxy-Authorization") == "" {
-			field("Proxy-Authorization", auth)
+	ua := defaultUserAgent
+	if vs, ok := req.Header["User-Agent"]; ok {
+		ua = ""
+		if len(vs) > 0 {
+			ua = textproto.TrimString(vs[0])
 		}
+	}
+	if ua != "" {
+		field("User-Agent", ua)
+	}
+	closeToken := httpguts.HeaderValuesContainsToken(req.Header["Connection"], "close")
+	if req.Close && !closeToken {
+		field("Connection", "close")
 	}
 	switch {
 	case ex.hasBody && req.ContentLength > 0:
@@ -164,37 +188,80 @@ func (ex *exchange) writeHeaders() error {
 	case ex.hasBody:
 		field("Transfer-Encoding", "chunked")
 		if len(req.Trailer) > 0 {
+			// Announced only with a chunked body, which alone can carry them, as net/http.
 			keys := make([]string, 0, len(req.Trailer))
 			for k := range req.Trailer {
+				k = http.CanonicalHeaderKey(k)
+				switch k {
+				case "Transfer-Encoding", "Trailer", "Content-Length":
+					return fmt.Errorf("endwell: invalid Trailer key %q", k)
+				}
 				keys = append(keys, k)
 			}
+			slices.Sort(keys)
 			field("Trailer", strings.Join(keys, ","))
 		}
 	case method == http.MethodPost || method == http.MethodPut || method == http.MethodPatch:
 		field("Content-Length", "0")
 	}
-	for k, vs := range req.Header {
+
+	// The caller's fields, sorted by key (a few: sorted in place on the stack).
+	var small [16]string
+	keys := small[:0]
+	for k := range req.Header {
 		switch k {
 		case "Host", "User-Agent", "Content-Length", "Transfer-Encoding", "Trailer":
 			continue
 		}
-		// RoundTrip's checkRequest has validated every field before any I/O.
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		vs := req.Header[k]
+		var traced []string
 		for _, v := range vs {
-			v = strings.TrimSpace(v)
-			w.WriteString(k)
-			w.WriteString(": ")
-			w.WriteString(v)
-			w.WriteString("\r\n")
+			v = textproto.TrimString(v)
+			b = append(b, k...)
+			b = append(b, ": "...)
+			b = append(b, v...)
+			b = append(b, "\r\n"...)
+			if tracing {
+				traced = append(traced, v)
+			}
 		}
-		if trace != nil && trace.WroteHeaderField != nil {
-			trace.WroteHeaderField(k, vs)
+		if tracing {
+			trace.WroteHeaderField(k, traced)
 		}
 	}
-	_, err := w.WriteString("\r\n")
+
+	// The transport's own fields, in their sorted order.
+	if ex.gzip {
+		field("Accept-Encoding", "gzip")
+	}
+	if c.cfg.DisableKeepAlives && !req.Close && !closeToken && !isProtocolSwitch(req.Header) {
+		field("Connection", "close")
+	}
+	if c.proxied {
+		if auth := c.proxyAuth; auth != "" && req.Header.Get("Proxy-Authorization") == "" {
+			field("Proxy-Authorization", auth)
+		}
+	}
+	b = append(b, "\r\n"...)
+	_, err = c.bw.Write(b)
 	if trace != nil && trace.WroteHeaders != nil {
 		trace.WroteHeaders()
 	}
 	return err
+}
+
+// errInvalidHost is net/http's error for a request through a proxy whose Host is not a
+// valid Host header.
+var errInvalidHost = errors.New("http: invalid Host header")
+
+// isProtocolSwitch reports whether h asks to switch protocols (Upgrade, with Connection:
+// Upgrade): DisableKeepAlives then adds no Connection: close, as net/http.
+func isProtocolSwitch(h http.Header) bool {
+	return first(h, "Upgrade") != "" && httpguts.HeaderValuesContainsToken(h["Connection"], "Upgrade")
 }
 
 // defaultUserAgent is net/http's, so that servers see a drop-in client as they saw the
