@@ -1,10 +1,12 @@
 package endwell
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"net/url"
 	"testing"
+	"time"
 )
 
 // A dial makes its target from the pool key alone: the key carries all of it, the proxy's
@@ -102,4 +104,72 @@ func TestPoolKeyString(t *testing.T) {
 			t.Errorf("got %q, want %q", got, want)
 		}
 	})
+}
+
+// The use count of a multiplexed connection: streams starting and ending at once, some
+// taking the lock-free way (from and to counts above 0) and some the locked one (0 to 1,
+// 1 to 0), leave the count at 0, the connection out of the active set, and every waiter
+// woken; once the transport is closed a use is refused and leaves nothing behind.
+func TestActiveUsesConcurrent(t *testing.T) {
+	tr := &Transport{}
+	tr.init()
+	pc := &conn{t: tr}
+	const workers, rounds = 8, 2000
+	done := make(chan struct{})
+	for range workers {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for range rounds {
+				if !tr.addActive(pc) {
+					t.Error("addActive refused on an open transport")
+					return
+				}
+				if n := pc.uses.Load(); n < 1 || n > workers {
+					t.Errorf("uses = %d with a use held, want 1..%d", n, workers)
+				}
+				tr.doneActive(pc)
+			}
+		}()
+	}
+	waited := make(chan error, 1)
+	go func() {
+		for range 100 {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			err := tr.waitActive(ctx)
+			cancel()
+			if err != nil {
+				waited <- err
+				return
+			}
+		}
+		waited <- nil
+	}()
+	for range workers {
+		<-done
+	}
+	if err := <-waited; err != nil {
+		t.Fatalf("waitActive: %v", err)
+	}
+	tr.mu.Lock()
+	n, active := pc.uses.Load(), len(tr.active)
+	tr.mu.Unlock()
+	if n != 0 || active != 0 {
+		t.Fatalf("after every use ended: uses = %d, active set %d, want 0 and 0", n, active)
+	}
+
+	// Closed: a use from 0 and one from above 0 are both refused and given back.
+	if !tr.addActive(pc) {
+		t.Fatal("addActive refused on an open transport")
+	}
+	tr.state.Store(stateClosed)
+	if tr.addActive(pc) {
+		t.Error("addActive (a second stream) accepted on a closed transport")
+	}
+	tr.doneActive(pc)
+	if tr.addActive(pc) {
+		t.Error("addActive (a first stream) accepted on a closed transport")
+	}
+	if n := pc.uses.Load(); n != 0 || len(tr.active) != 0 {
+		t.Fatalf("closed: uses = %d, active set %d, want 0 and 0", n, len(tr.active))
+	}
 }
