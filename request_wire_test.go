@@ -3,7 +3,7 @@ package endwell_test
 import (
 	"bufio"
 	"context"
-	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -52,75 +52,64 @@ func (w *wireCapture) serve(c net.Conn) {
 	br := bufio.NewReader(c)
 	for {
 		c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		var head strings.Builder
+		var raw strings.Builder
+		line := func() (string, bool) {
+			l, err := br.ReadString('\n')
+			raw.WriteString(l)
+			return l, err == nil
+		}
 		for {
-			line, err := br.ReadString('\n')
-			head.WriteString(line)
-			if err != nil {
+			l, ok := line()
+			if !ok {
 				return
 			}
-			if line == "\r\n" {
+			if l == "\r\n" {
 				break
 			}
 		}
-		req, err := http.ReadRequest(bufio.NewReader(strings.NewReader(head.String())))
+		req, err := http.ReadRequest(bufio.NewReader(strings.NewReader(raw.String())))
 		if err != nil {
 			return
 		}
-		if req.ContentLength > 0 {
-			io.CopyN(io.Discard, br, req.ContentLength)
-		} else if len(req.TransferEncoding) > 0 {
-			// A chunked body, its trailers, and the empty line that ends them.
-			cr := httputilChunkedReader(br)
-			io.Copy(io.Discard, cr)
+		switch {
+		case len(req.TransferEncoding) > 0:
+			// A chunked body, raw: sizes, data, the last chunk, the trailers, the end.
 			for {
-				line, err := br.ReadString('\n')
-				if err != nil || line == "\r\n" {
+				l, ok := line()
+				if !ok {
+					return
+				}
+				var n int64
+				if _, err := fmt.Sscanf(l, "%x", &n); err != nil {
+					return
+				}
+				if n == 0 {
+					break
+				}
+				if _, err := io.CopyN(&raw, br, n+2); err != nil {
+					return
+				}
+			}
+			for {
+				l, ok := line()
+				if !ok {
+					return
+				}
+				if l == "\r\n" {
 					break
 				}
 			}
+		case req.ContentLength > 0:
+			if _, err := io.CopyN(&raw, br, req.ContentLength); err != nil {
+				return
+			}
 		}
-		w.reqs <- head.String()
+		w.reqs <- raw.String()
 		if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"); err != nil {
 			return
 		}
 	}
 }
-
-// httputilChunkedReader reads a chunked body's data up to its last chunk, leaving the
-// trailer section in br.
-func httputilChunkedReader(br *bufio.Reader) io.Reader {
-	return readerFunc(func(p []byte) (int, error) {
-		line, err := br.ReadString('\n')
-		if err != nil {
-			return 0, err
-		}
-		var n int64
-		for _, c := range strings.TrimSpace(line) {
-			switch {
-			case c >= '0' && c <= '9':
-				n = n*16 + int64(c-'0')
-			case c >= 'a' && c <= 'f':
-				n = n*16 + int64(c-'a'+10)
-			case c >= 'A' && c <= 'F':
-				n = n*16 + int64(c-'A'+10)
-			default:
-				return 0, errors.New("bad chunk size")
-			}
-		}
-		if n == 0 {
-			return 0, io.EOF
-		}
-		if _, err := io.CopyN(io.Discard, br, n+2); err != nil {
-			return 0, err
-		}
-		return 0, nil
-	})
-}
-
-type readerFunc func([]byte) (int, error)
-
-func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
 
 // TestRequestBytesAsNetHTTP sends the same requests through net/http's Transport and
 // endwell's, over HTTP/1.1, and requires the same bytes on the wire: the request line, the
@@ -152,6 +141,22 @@ func TestRequestBytesAsNetHTTP(t *testing.T) {
 		{name: "known length body", method: "PUT", body: "hello"},
 		{name: "chunked body with trailers", method: "PUT", body: "hello", unknown: true, prepare: func(r *http.Request) {
 			r.Trailer = http.Header{"zz-last": nil, "Aa-First": nil}
+		}},
+		{name: "trailers sorted and trimmed", method: "POST", body: "hello", unknown: true, prepare: func(r *http.Request) {
+			r.Trailer = http.Header{"Zz-Last": {" v2 "}, "Aa-First": {"v1"}}
+		}},
+		{name: "Transfer-Encoding chunked asked with a length", method: "POST", body: "hello", prepare: func(r *http.Request) {
+			r.TransferEncoding = []string{"chunked"}
+		}},
+		{name: "unknown length GET body probed, sent", body: "hello", unknown: true},
+		{name: "unknown length GET body probed, empty", body: "", unknown: true},
+		{name: "Request.Close with Connection keep-alive, close", prepare: func(r *http.Request) {
+			r.Close = true
+			r.Header["Connection"] = []string{"keep-alive", "close"}
+		}},
+		{name: "Request.Close with Connection keep-alive close", prepare: func(r *http.Request) {
+			r.Close = true
+			r.Header["Connection"] = []string{"keep-alive close"}
 		}},
 		{name: "Request.Close", prepare: func(r *http.Request) {
 			r.Close = true
@@ -198,7 +203,7 @@ func TestRequestBytesAsNetHTTP(t *testing.T) {
 					target = "http://origin.example:8080/p?q=1"
 				}
 				var body io.Reader
-				if tc.body != "" {
+				if tc.body != "" || tc.unknown {
 					body = strings.NewReader(tc.body)
 					if tc.unknown {
 						body = io.MultiReader(body) // hides the length from NewRequest

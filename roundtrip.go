@@ -61,6 +61,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			tcp, key = key, alt
 		}
 	}
+	orig := req
 	for attempt := 0; ; attempt++ {
 		pc, reused, err := t.getConn(ctx, key, req.URL, trace)
 		if err != nil && tcp != (poolKey{}) && NotSent(err) && ctx.Err() == nil {
@@ -98,6 +99,9 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			if tcp == (poolKey{}) && pc.h3 == nil && t.altSvcOn() {
 				t.alts.learn(t, key, resp.Header)
 			}
+			// The caller's own request, as net/http: not a retry's clone, nor a copy
+			// made for a header timeout's context.
+			resp.Request = orig
 			return resp, nil
 		}
 		var wrote bool

@@ -1,6 +1,7 @@
 package h1
 
 import (
+	"bufio"
 	"bytes"
 	"compress/gzip"
 	"context"
@@ -12,6 +13,7 @@ import (
 	"net/http/httptrace"
 	"net/http/httputil"
 	"net/textproto"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -37,6 +39,7 @@ type exchange struct {
 	stopCtx    func() bool // unregisters the context watch; nil if ctx can't end
 	body       io.Reader   // what the request body's writer reads: req.Body, or after a probe
 	hasBody    bool        // the request has a body to send
+	chunked    bool        // the body goes chunked (else by its Content-Length)
 	bw         *bodyWriter // nil when the request has no body
 	bodyResult error       // the body writer's result, once received
 	bodyDone   bool        // bodyResult is set
@@ -56,6 +59,12 @@ type exchange struct {
 // before any byte was written, may be retried elsewhere: see retryable).
 func (c *Conn) RoundTrip(req *http.Request, trace *httptrace.ClientTrace) (*http.Response, error) {
 	ex := &exchange{c: c, req: req, ctx: req.Context(), trace: trace, mark: c.nwritten.Load()}
+	if req.Body == nil && req.ContentLength != 0 {
+		// As net/http over HTTP/1: refused before any byte; the connection goes back
+		// untouched.
+		ex.release(nil)
+		return nil, fmt.Errorf("endwell: Request.ContentLength=%d with nil Body", req.ContentLength)
+	}
 	if ex.ctx.Done() != nil {
 		ex.stopCtx = context.AfterFunc(ex.ctx, func() {
 			c.abort(ex.ctx.Err())
@@ -68,7 +77,8 @@ func (c *Conn) RoundTrip(req *http.Request, trace *httptrace.ClientTrace) (*http
 	}
 	ex.hasBody = req.Body != nil && req.Body != http.NoBody
 	ex.body = req.Body
-	if ex.hasBody && req.ContentLength == 0 && methodUsuallyLacksBody(req.Method) {
+	teChunked := len(req.TransferEncoding) > 0 && req.TransferEncoding[0] == "chunked"
+	if ex.hasBody && req.ContentLength <= 0 && !teChunked && methodUsuallyLacksBody(req.Method) {
 		// A body of unknown length where none is usual: if it is empty, send none, as
 		// net/http does (a GET with Transfer-Encoding: chunked puzzles many servers).
 		var empty bool
@@ -77,6 +87,9 @@ func (c *Conn) RoundTrip(req *http.Request, trace *httptrace.ClientTrace) (*http
 			req.Body.Close()
 		}
 	}
+
+	// A body of unknown length goes chunked, as does one whose caller asked for it.
+	ex.chunked = ex.hasBody && (req.ContentLength <= 0 || teChunked)
 
 	if err := ex.writeHeaders(); err != nil {
 		ex.closeReqBody()
@@ -87,6 +100,15 @@ func (c *Conn) RoundTrip(req *http.Request, trace *httptrace.ClientTrace) (*http
 		if httpguts.HeaderValuesContainsToken(req.Header["Expect"], "100-continue") {
 			ex.bw.cont = make(chan bool, 1)
 		}
+		if ex.bw.cont == nil && !ex.chunked && req.ContentLength <= int64(c.bw.Available()) && inMemory(req.Body) {
+			// A small body in memory goes out with the header, in one write and without
+			// a writer goroutine (as net/http, which writes such a request at once). It
+			// fits the socket's send buffer: the write can't wait on the server.
+			ex.writeBody()
+			return ex.readResponse()
+		}
+		// The header goes out first, and is counted written before the response is read
+		// (the retry decision rests on it).
 		if err := c.bw.Flush(); err != nil {
 			ex.closeReqBody()
 			return nil, ex.fail(err)
@@ -178,14 +200,16 @@ func (ex *exchange) writeHeaders() error {
 	if ua != "" {
 		field("User-Agent", ua)
 	}
-	closeToken := httpguts.HeaderValuesContainsToken(req.Header["Connection"], "close")
+	// As net/http, the first Connection field alone is looked at, its tokens split at
+	// spaces, tabs and commas.
+	closeToken := hasToken(first(req.Header, "Connection"), "close")
 	if req.Close && !closeToken {
 		field("Connection", "close")
 	}
 	switch {
-	case ex.hasBody && req.ContentLength > 0:
+	case ex.hasBody && !ex.chunked:
 		field("Content-Length", strconv.FormatInt(req.ContentLength, 10))
-	case ex.hasBody:
+	case ex.chunked:
 		field("Transfer-Encoding", "chunked")
 		if len(req.Trailer) > 0 {
 			// Announced only with a chunked body, which alone can carry them, as net/http.
@@ -254,6 +278,25 @@ func (ex *exchange) writeHeaders() error {
 	return err
 }
 
+// hasToken reports whether v holds token (ASCII, lower case) as a whole word, in any case:
+// bounded by the ends of v, spaces, tabs or commas.
+func hasToken(v, token string) bool {
+	for i := 0; i+len(token) <= len(v); i++ {
+		if i > 0 && !tokenBoundary(v[i-1]) {
+			continue
+		}
+		if end := i + len(token); end < len(v) && !tokenBoundary(v[end]) {
+			continue
+		}
+		if strings.EqualFold(v[i:i+len(token)], token) {
+			return true
+		}
+	}
+	return false
+}
+
+func tokenBoundary(b byte) bool { return b == ' ' || b == ',' || b == '\t' }
+
 // errInvalidHost is net/http's error for a request through a proxy whose Host is not a
 // valid Host header.
 var errInvalidHost = errors.New("http: invalid Host header")
@@ -288,31 +331,7 @@ func (ex *exchange) writeBody() {
 				}
 			}
 		}
-		var err error
-		if req.ContentLength > 0 {
-			var n int64
-			n, err = io.Copy(c.bw, io.LimitReader(bodyReader{ex.body}, req.ContentLength))
-			if err == nil && n != req.ContentLength {
-				err = &proto.BodyReadError{Err: fmt.Errorf("endwell: ContentLength=%d with Body length %d", req.ContentLength, n)}
-			}
-		} else {
-			cw := httputil.NewChunkedWriter(c.bw)
-			if _, err = io.Copy(cw, bodyReader{ex.body}); err == nil {
-				err = cw.Close()
-			}
-			if err == nil {
-				for k, vs := range req.Trailer {
-					for _, v := range vs {
-						fmt.Fprintf(c.bw, "%s: %s\r\n", k, v)
-					}
-				}
-				_, err = c.bw.WriteString("\r\n")
-			}
-		}
-		if err == nil {
-			err = c.bw.Flush()
-		}
-		return err
+		return ex.copyBody()
 	}()
 	if cerr := req.Body.Close(); err == nil && cerr != nil {
 		err = &proto.BodyReadError{Err: cerr}
@@ -328,6 +347,109 @@ func (ex *exchange) writeBody() {
 		ex.trace.WroteRequest(httptrace.WroteRequestInfo{Err: werr})
 	}
 	bw.done <- err
+}
+
+// copyBody writes the request body, framed by its length or chunked, and flushes it. As
+// net/http, every Read of a body that is not in memory goes out at once (a streamed
+// upload, a duplex exchange: the server sees each piece as the caller gives it), and a
+// body of declared length must have exactly that length: a longer one fails the request
+// as a shorter one does, though the declared bytes went out.
+func (ex *exchange) copyBody() error {
+	req, c := ex.req, ex.c
+	src := bodyReader{ex.body}
+	var dst io.Writer = c.bw
+	if !inMemory(req.Body) {
+		// The last declared bytes wait for the check that no more follow: a body found
+		// longer fails without the server having seen a complete request.
+		limit := int64(-1)
+		if !ex.chunked {
+			limit = req.ContentLength
+		}
+		dst = &flushWriter{bw: c.bw, hold: limit}
+	}
+	buf := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(buf)
+	if !ex.chunked {
+		n, err := io.CopyBuffer(dst, io.LimitReader(src, req.ContentLength), *buf)
+		if err != nil {
+			return err
+		}
+		if n == req.ContentLength {
+			// More than declared? Counted to its end, as net/http does for its error.
+			extra, err := io.CopyBuffer(io.Discard, src, *buf)
+			if err != nil {
+				return err
+			}
+			n += extra
+		}
+		if n != req.ContentLength {
+			return &proto.BodyReadError{Err: fmt.Errorf("endwell: ContentLength=%d with Body length %d", req.ContentLength, n)}
+		}
+		return c.bw.Flush()
+	}
+	cw := httputil.NewChunkedWriter(dst)
+	n, err := io.CopyBuffer(cw, src, *buf)
+	if err != nil {
+		return err
+	}
+	if req.ContentLength > 0 && n != req.ContentLength {
+		// Transfer-Encoding: chunked asked with a declared length: the length must hold.
+		return &proto.BodyReadError{Err: fmt.Errorf("endwell: ContentLength=%d with Body length %d", req.ContentLength, n)}
+	}
+	if err := cw.Close(); err != nil {
+		return err
+	}
+	// The trailers, sorted and trimmed as net/http writes them, then the end.
+	if err := req.Trailer.Write(c.bw); err != nil {
+		return err
+	}
+	if _, err := c.bw.WriteString("\r\n"); err != nil {
+		return err
+	}
+	return c.bw.Flush()
+}
+
+// copyBufs holds copyBody's buffers: a body's Reads go through one of them.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// flushWriter writes through a bufio.Writer and flushes it after each Write, but for the
+// Write that completes hold bytes (if hold is not negative), which its caller flushes.
+type flushWriter struct {
+	bw      *bufio.Writer
+	hold, n int64
+}
+
+func (w *flushWriter) Write(p []byte) (int, error) {
+	n, err := w.bw.Write(p)
+	w.n += int64(n)
+	if err == nil && (w.hold < 0 || w.n < w.hold) {
+		err = w.bw.Flush()
+	}
+	return n, err
+}
+
+// nopCloserTypes are io.NopCloser's two types, which inMemory looks through.
+var nopCloserTypes = [2]reflect.Type{
+	reflect.TypeOf(io.NopCloser(nil)),
+	reflect.TypeOf(io.NopCloser(struct {
+		io.Reader
+		io.WriterTo
+	}{})),
+}
+
+// inMemory reports whether a request body is one of the standard library's in-memory
+// readers (net/http's isKnownInMemoryReader): such a body is written without a flush per
+// Read, and its header waits to go out with its first bytes.
+func inMemory(r io.Reader) bool {
+	switch r.(type) {
+	case *bytes.Reader, *bytes.Buffer, *strings.Reader:
+		return true
+	}
+	if t := reflect.TypeOf(r); t != nil && (t == nopCloserTypes[0] || t == nopCloserTypes[1]) {
+		inner, _ := reflect.ValueOf(r).Field(0).Interface().(io.Reader)
+		return inner != nil && inMemory(inner)
+	}
+	return false
 }
 
 // bodyReader marks errors of the request body's Read as such.
@@ -504,10 +626,10 @@ func (ex *exchange) deliver(resp *http.Response) (*http.Response, error) {
 		ex.noReuse = true
 	}
 	if ex.bw != nil && ex.bw.cont != nil && !ex.bw.contSent {
-		// A final answer without 100 Continue. As net/http: if the connection is to be
-		// kept, the body goes out all the same (the server reads or discards it, and the
-		// connection stays in step); if it closes, the body is not sent.
-		ex.bw.cont <- !ex.noReuse
+		// A final answer without 100 Continue. As net/http: unless the response or the
+		// request says the connection closes, the body goes out all the same (the server
+		// reads or discards it, and the connection stays in step); else it is not sent.
+		ex.bw.cont <- !resp.Close && !ex.req.Close
 		ex.bw.contSent = true
 	}
 	resp.TLS = nil
