@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -89,10 +90,20 @@ func (t *Transport) dial(ctx context.Context, tg *target) (*conn, error) {
 	}
 	var nc net.Conn
 	var err error
-	reached := false // the SOCKS proxy was reached, and refused or failed the connection
-	if tg.proxyURL != nil && isSOCKS(tg.proxyURL) {
+	var tunnel *tls.Conn    // the TLS session to an https:// proxy
+	var userTunnel net.Conn // the connection to an https:// proxy that DialTLSContext made
+	reached := false        // the SOCKS proxy was reached, and refused or failed the connection
+	switch {
+	case tg.proxyURL != nil && isSOCKS(tg.proxyURL):
 		nc, reached, err = t.dialSOCKS(ctx, tg)
-	} else {
+	case tg.proxyURL != nil && tg.proxyURL.Scheme == "https" && t.cfg.dialTLS != nil:
+		// As net/http: an https:// proxy is dialled with DialTLSContext when it is set.
+		userTunnel, tunnel, err = t.dialUserTLSProxy(ctx, dialAddr, trace)
+		nc = userTunnel
+		if tunnel != nil {
+			nc = tunnel.NetConn()
+		}
+	default:
 		nc, err = t.dialTCP(ctx, dialAddr)
 	}
 	if err != nil {
@@ -106,8 +117,12 @@ func (t *Transport) dial(ctx context.Context, tg *target) (*conn, error) {
 	abort := func() { raw.Close() }
 
 	var top net.Conn = raw
-	var tunnel *tls.Conn
-	if tg.proxyURL != nil && tg.proxyURL.Scheme == "https" {
+	switch {
+	case tunnel != nil:
+		top = tunnel
+	case userTunnel != nil:
+		// DialTLSContext's own connection type: its TLS is opaque to endwell.
+	case tg.proxyURL != nil && tg.proxyURL.Scheme == "https":
 		tunnel, err = t.handshake(ctx, raw, tg.proxyURL.Hostname(), []string{"http/1.1"}, trace)
 		if err != nil {
 			abort()
@@ -208,6 +223,37 @@ func (t *Transport) dialUserTLS(ctx context.Context, tg *target, trace *httptrac
 	return t.finishDial(ctx, tg, newConn(t, tg.poolKey, raw, tc))
 }
 
+// dialUserTLSProxy dials an https:// proxy at addr with DialTLSContext. A *tls.Conn comes
+// back as tunnel, its handshake done (net/http's DialTLSContext contract lets it be
+// pending); another type comes back as c, opaque.
+func (t *Transport) dialUserTLSProxy(ctx context.Context, addr string, trace *httptrace.ClientTrace) (c net.Conn, tunnel *tls.Conn, err error) {
+	c, err = t.cfg.dialTLS(ctx, "tcp", addr)
+	if err == nil && c == nil {
+		err = errors.New("DialTLSContext returned (nil, nil)")
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	tc, ok := c.(*tls.Conn)
+	if !ok {
+		return c, nil, nil
+	}
+	if !tc.ConnectionState().HandshakeComplete {
+		if trace != nil && trace.TLSHandshakeStart != nil {
+			trace.TLSHandshakeStart()
+		}
+		err := tc.HandshakeContext(ctx)
+		if trace != nil && trace.TLSHandshakeDone != nil {
+			trace.TLSHandshakeDone(tc.ConnectionState(), err)
+		}
+		if err != nil {
+			tc.NetConn().Close()
+			return nil, nil, err
+		}
+	}
+	return nil, tc, nil
+}
+
 // dialTCP dials addr with the transport's dialer. httptrace's DNS and Connect hooks fire
 // from the dialer itself, as in net/http: net.Resolver and net.Dialer call them from ctx,
 // which keeps the request's values (a custom DialContext that uses a net.Dialer with ctx
@@ -274,7 +320,9 @@ func (t *Transport) connect(ctx context.Context, c net.Conn, tg *target) error {
 	if hdr == nil {
 		hdr = make(http.Header)
 	}
-	if tg.proxyURL.User != nil && hdr.Get("Proxy-Authorization") == "" {
+	if tg.proxyURL.User != nil {
+		// The proxy URL's credentials win over a Proxy-Authorization of the headers, as
+		// net/http sets them.
 		hdr.Set("Proxy-Authorization", basicAuth(tg.proxyURL.User))
 	}
 	req := &http.Request{
@@ -301,14 +349,17 @@ func (t *Transport) connect(ctx context.Context, c net.Conn, tg *target) error {
 		return err
 	}
 	// The proxy sends nothing after its response until our TLS ClientHello, so the reader
-	// cannot consume any of the handshake; it is checked below all the same.
-	br := bufio.NewReader(c)
+	// cannot consume any of the handshake; it is checked below all the same. What the
+	// proxy may send is bounded by MaxResponseHeaderBytes, as net/http bounds it: a proxy
+	// (or anyone on the path to a plain-http one) can't make the dial read without end.
+	br := bufio.NewReader(&io.LimitedReader{R: c, N: t.cfg.maxHeaderBytes})
 	resp, err := http.ReadResponse(br, req)
 	if err != nil {
 		return err
 	}
-	resp.Body.Close()
+	defer resp.Body.Close()
 	if t.OnProxyConnectResponse != nil {
+		// Called with the response as it came, its body unread, as net/http does.
 		if err := t.OnProxyConnectResponse(ctx, tg.proxyURL, req, resp); err != nil {
 			return err
 		}

@@ -92,6 +92,9 @@ func (pc *conn) completeReason(noReuse bool) proto.Reason {
 		return proto.ReasonKeepAlivesDisabled
 	case noReuse:
 		return proto.ReasonServerClose
+	case pc.h1 != nil && pc.t.MaxIdleConnsPerHost < 0:
+		// As net/http: a negative MaxIdleConnsPerHost keeps no HTTP/1.1 connection idle.
+		return proto.ReasonIdleLimit
 	case pc.t.state.Load() != stateOpen:
 		return proto.ReasonShutdown
 	}

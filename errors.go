@@ -118,6 +118,10 @@ func (e *DialError) Timeout() bool {
 	return errors.As(e.Err, &ne) && ne.Timeout() || errors.Is(e.Err, context.DeadlineExceeded)
 }
 
+// Temporary is Timeout, so that a DialError is a [net.Error], as net/http's dial and
+// handshake errors are (net.Error's Temporary is deprecated; callers should use Timeout).
+func (e *DialError) Temporary() bool { return e.Timeout() }
+
 // ProtocolError reports a malformed response: a bad status line or header, broken chunked
 // framing, a Content-Length mismatch, headers over MaxResponseHeaderBytes. The connection
 // it arrived on is aborted and never reused. For HTTP/2, a connection error: HTTP2Code

@@ -101,8 +101,8 @@ func TestLoadShutdown10k(t *testing.T) {
 	}
 
 	tr := &endwell.Transport{
-		MaxIdleConns:        -1,
-		MaxIdleConnsPerHost: -1,
+		MaxIdleConns:        -1,        // no limit
+		MaxIdleConnsPerHost: loadConns, // every connection of a host may be idle (-1: none)
 		IdleConnTimeout:     -1,
 	}
 	defer tr.Close()

@@ -102,7 +102,9 @@ type Transport struct {
 
 	// MaxIdleConnsPerHost limits idle connections per host. Zero means 32: net/http's
 	// default of 2 makes busy clients close and redial connections all the time. Negative
-	// means no limit.
+	// means none, as in net/http: each HTTP/1.1 connection closes gracefully after its
+	// response (an HTTP/2 or HTTP/3 connection, which many requests share at once, is
+	// kept with no limit).
 	MaxIdleConnsPerHost int
 
 	// MaxConnsPerHost limits connections per host, dialing, active and idle. Requests over
@@ -343,8 +345,9 @@ func (t *Transport) init() {
 }
 
 // CloseIdleConnections closes every idle connection gracefully, in the background, and
-// returns at once. Connections in use are not touched; dials that no request waits for
-// any more are cancelled (they would only have gone idle). Many closes are paced: a few
+// returns at once. Connections in use are not touched, but, as with net/http, one whose
+// last request ends before the next request starts is closed then rather than kept idle;
+// dials that no request waits for any more are cancelled (they would only have gone idle). Many closes are paced: a few
 // say their goodbyes at a time, spread over at most half the budget, so that closing
 // thousands does not crowd out the program's other goroutines; each still ends within its
 // budget.
@@ -422,7 +425,8 @@ func (t *Transport) Close() error {
 }
 
 // Clone returns a new Transport with t's configuration: a deep copy of its exported
-// fields, as [http.Transport.Clone] makes. The clone has its own pool and connections.
+// fields, as [http.Transport.Clone] makes. The clone has its own pool and connections,
+// and, as net/http's, none of the protocols that RegisterProtocol registered on t.
 func (t *Transport) Clone() *Transport {
 	c := &Transport{
 		Proxy:                  t.Proxy,
@@ -479,9 +483,7 @@ func (t *Transport) Clone() *Transport {
 			c.TLSNextProto[k] = f
 		}
 	}
-	if m := t.altProto.Load(); m != nil {
-		c.altProto.Store(m)
-	}
+	// As net/http's Clone: RegisterProtocol's registrations are not copied.
 	return c
 }
 

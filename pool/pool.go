@@ -35,7 +35,8 @@ const (
 	// MaxLifetime means the connection was past its lifetime (Config.Lifetime) when it
 	// would have gone idle, or while it was idle.
 	MaxLifetime
-	// CloseIdle means Pool.CloseIdle was called while the connection was idle.
+	// CloseIdle means Pool.CloseIdle was called while the connection was idle, or before
+	// it went idle with no Get since (see Pool.CloseIdle).
 	CloseIdle
 	// Closed means the pool was closed (Pool.Close).
 	Closed
@@ -211,13 +212,16 @@ type Stats[K comparable] struct {
 type Pool[K comparable, C any] struct {
 	cfg Config[K, C]
 
-	mu      sync.Mutex // guards the following, and the unexported fields of every Conn
-	closed  bool
-	keys    map[K]*keyState[K, C]
-	idle    connList[K, C] // every idle connection, most recently used first, so oldest last
-	life    lifeHeap[K, C] // connections with a lifetime that have not been found past it
-	timer   *time.Timer    // runs onTimer; nil until first needed
-	timerAt time.Time      // when timer fires; zero if it is not armed
+	mu     sync.Mutex // guards the following, and the unexported fields of every Conn
+	closed bool
+	// closeIdle is set by CloseIdle and cleared by the next Get: meanwhile a connection
+	// whose last use ends is retired rather than kept idle.
+	closeIdle bool
+	keys      map[K]*keyState[K, C]
+	idle      connList[K, C] // every idle connection, most recently used first, so oldest last
+	life      lifeHeap[K, C] // connections with a lifetime that have not been found past it
+	timer     *time.Timer    // runs onTimer; nil until first needed
+	timerAt   time.Time      // when timer fires; zero if it is not armed
 
 	// dialsRunning counts the dial goroutines that have not finished (see WaitDials).
 	// It outlives the dial's entry in keyState.dials: a goroutine finishes only once it
@@ -320,6 +324,7 @@ func (p *Pool[K, C]) Get(ctx context.Context, key K) (*Conn[K, C], GetInfo, erro
 	rs := buf[:0]
 	share := shareUnknown
 	p.mu.Lock()
+	p.closeIdle = false // a connection may be wanted again
 	var ks *keyState[K, C]
 	for {
 		if p.closed {
@@ -463,7 +468,13 @@ func (p *Pool[K, C]) Put(c *Conn[K, C]) (drop bool) {
 			break
 		}
 		p.offerLocked(c)
-		if c.uses == 0 {
+		switch {
+		case c.uses > 0:
+			// A waiting Get took it.
+		case p.closeIdle:
+			p.dropLocked(c)
+			rs = append(rs, retirement[K, C]{c, CloseIdle})
+		default:
 			rs = p.idleLocked(c, now, rs)
 		}
 	}
@@ -540,11 +551,14 @@ func (p *Pool[K, C]) Unshare(c *Conn[K, C]) (drop bool) {
 
 // CloseIdle retires every idle connection (CloseIdle), least recently used first, and
 // cancels the dials in progress of every key that no Get waits for ([ErrDialAbandoned]):
-// they would only have gone idle. Dials of keys with waiters go on. CloseIdle does not
-// wait for the connections to end, which is Retire's business, nor for the cancelled
-// dials to return (see WaitDials).
+// they would only have gone idle. Dials of keys with waiters go on. Until the next Get, a
+// connection whose last use ends is retired too, rather than kept idle (as net/http's
+// CloseIdleConnections: a caller closing idle connections at its end does not find those
+// that were busy then left open). CloseIdle does not wait for the connections to end,
+// which is Retire's business, nor for the cancelled dials to return (see WaitDials).
 func (p *Pool[K, C]) CloseIdle() {
 	p.mu.Lock()
+	p.closeIdle = true
 	rs := make([]retirement[K, C], 0, p.idle.len)
 	for c := p.idle.tail; c != nil; c = p.idle.tail {
 		p.dropLocked(c)

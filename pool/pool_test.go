@@ -469,11 +469,20 @@ func TestCloseIdle(t *testing.T) {
 		h.p.CloseIdle()
 		h.wantRetired(retired{id(a), CloseIdle}, retired{id(b), CloseIdle}, retired{id(c), CloseIdle})
 		h.wantKey("x", KeyStats{Conns: 1, Active: 1, Uses: 1})
-		// The pool goes on.
+		// The connection busy then, its last use ended before any Get, is retired too.
 		h.p.Put(busy)
+		h.wantRetired(retired{id(busy), CloseIdle})
+		h.wantKey("x", KeyStats{})
+		// A Get ends that: the pool keeps idle connections again.
+		d := h.get("x")
+		if d == busy {
+			t.Fatalf("Get after CloseIdle: got the retired connection")
+		}
+		h.p.Put(d)
+		h.wantRetired()
 		h.wantKey("x", KeyStats{Conns: 1, Idle: 1})
-		if got := h.get("x"); got != busy {
-			t.Errorf("Get after CloseIdle: got %v, want %v", got.Value, busy.Value)
+		if got := h.get("x"); got != d {
+			t.Errorf("Get: got %v, want the idle %v", got.Value, d.Value)
 		}
 	})
 }
