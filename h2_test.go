@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -647,6 +648,123 @@ func TestH2GoAwayAtOnce(t *testing.T) {
 			}
 			if got := s.numConns(); got != 2 {
 				t.Errorf("connections: got %d, want 2 (one more try)", got)
+			}
+		})
+	}
+}
+
+// TestH2TimeoutsAtStreamLimit: at the server's MAX_CONCURRENT_STREAMS, requests that time
+// out before their response (x/net resets each, and holds its slot until the server's
+// answer to a PING) are followed by requests that all succeed, as with net/http: x/net
+// never fails a request the pool placed in such a slot ("client conn not usable").
+func TestH2TimeoutsAtStreamLimit(t *testing.T) {
+	h2CheckLeaks(t)
+	for _, limit := range []int{1, 4} {
+		srv, _ := h2Server(t, limit, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/slow" {
+				select {
+				case <-r.Context().Done():
+				case <-time.After(h2Wait):
+				}
+				return
+			}
+			io.WriteString(w, "ok")
+		}))
+		tr, _ := h2Transport(t, &Transport{})
+		var wg sync.WaitGroup
+		errs := make(chan error, limit*20)
+		for range limit {
+			wg.Go(func() {
+				for range 20 {
+					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+					req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"/slow", nil)
+					if resp, err := tr.RoundTrip(req); err == nil {
+						resp.Body.Close()
+					}
+					cancel()
+					resp, err := tr.RoundTrip(mustGet(t, srv.URL+"/fast"))
+					if err != nil {
+						errs <- err
+						continue
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		n := 0
+		for err := range errs {
+			if n++; n <= 3 {
+				t.Errorf("limit %d: request after a timed-out one: %v", limit, err)
+			}
+		}
+		if n > 3 {
+			t.Errorf("limit %d: %d requests failed in all", limit, n)
+		}
+		if err := tr.Shutdown(boundedContext(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestResponseHeaderTimeoutAfterUpload: ResponseHeaderTimeout runs from the end of the
+// request's writing, its body included, as net/http's: an upload that takes longer than
+// the timeout, answered at once after it, succeeds over HTTP/1.1 and HTTP/2; a server that
+// never answers fails it, with ErrResponseHeaderTimeout.
+func TestResponseHeaderTimeoutAfterUpload(t *testing.T) {
+	h2CheckLeaks(t)
+	const timeout = 150 * time.Millisecond
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		if r.URL.Path == "/silent" {
+			select {
+			case <-r.Context().Done():
+			case <-time.After(h2Wait):
+			}
+			return
+		}
+		io.WriteString(w, strconv.Itoa(len(b)))
+	})
+	h1srv := httptest.NewServer(handler)
+	t.Cleanup(h1srv.Close)
+	h2srv, _ := h2Server(t, 0, handler)
+	for _, tc := range []struct {
+		name, url string
+	}{{"HTTP/1.1", h1srv.URL}, {"HTTP/2", h2srv.URL}} {
+		t.Run(tc.name, func(t *testing.T) {
+			tr, _ := h2Transport(t, &Transport{ResponseHeaderTimeout: timeout})
+			upload := func(path string) (*http.Response, error) {
+				pr, pw := io.Pipe()
+				go func() {
+					for range 3 {
+						pw.Write([]byte("piece"))
+						time.Sleep(timeout)
+					}
+					pw.Close()
+				}()
+				ctx, cancel := context.WithTimeout(context.Background(), h2Wait)
+				defer cancel()
+				req, _ := http.NewRequestWithContext(ctx, "POST", tc.url+path, pr)
+				resp, err := tr.RoundTrip(req)
+				if err == nil {
+					b, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if string(b) != "15" {
+						return resp, fmt.Errorf("body %q, want 15", b)
+					}
+				}
+				return resp, err
+			}
+			if _, err := upload("/"); err != nil {
+				t.Errorf("an upload of 3×timeout answered at once: %v", err)
+			}
+			if _, err := upload("/silent"); !errors.Is(err, ErrResponseHeaderTimeout) {
+				t.Errorf("a server that never answers: got %v, want ErrResponseHeaderTimeout", err)
+			}
+			if err := tr.Shutdown(boundedContext(t)); err != nil {
+				t.Fatal(err)
 			}
 		})
 	}

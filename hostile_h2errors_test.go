@@ -3,15 +3,18 @@
 package endwell
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/endwell/endwell/shutdown"
 	"golang.org/x/net/http2"
 )
 
@@ -86,20 +89,24 @@ func TestH2ConnectionErrorTypedAtOnce(t *testing.T) {
 
 // TestH2StreamErrorIsTyped: a server's RST_STREAM comes back as a *StreamError with its
 // code, in which errors.As also finds x/net's http2.StreamError; REFUSED_STREAM matches
-// ErrNotSent, and NotSent reports it. The connection lives on.
+// ErrNotSent, and NotSent reports it (a request whose body can't be sent again: else it
+// is retried, see TestH2RefusedStreamRetried). The connection lives on.
 func TestH2StreamErrorIsTyped(t *testing.T) {
-	for _, rst := range []http2.ErrCode{http2.ErrCodeInternal, http2.ErrCodeRefusedStream, http2.ErrCodeCancel} {
+	for _, rst := range []http2.ErrCode{http2.ErrCodeInternal, http2.ErrCodeRefusedStream, http2.ErrCodeCancel, http2.ErrCodeProtocol} {
 		t.Run(rst.String(), func(t *testing.T) {
 			h2CheckLeaks(t)
 			srv := startHostileServer(t, protoH2, hsScripts{h2: func(c *hsConn, id uint32, n int) {
-				if n == 1 || n == 2 && rst == http2.ErrCodeRefusedStream { // a refused stream is sent once more
+				if n == 1 {
 					c.write(func(fr *http2.Framer) error { return fr.WriteRSTStream(id, rst) })
 					return
 				}
 				c.respond(id, "ok")
 			}})
-			tr, _ := h2Transport(t, &Transport{})
-			_, err := tr.RoundTrip(mustGet(t, srv.url("/")))
+			tr, recs := h2Transport(t, &Transport{})
+			req := mustGet(t, srv.url("/"))
+			req.Method = "POST"
+			req.Body = io.NopCloser(strings.NewReader("once")) // no GetBody: not sent again
+			_, err := tr.RoundTrip(req)
 			var se *StreamError
 			if !errors.As(err, &se) || se.Code != rst {
 				t.Fatalf("got %T %v, want a *StreamError with code %v", err, err, rst)
@@ -116,10 +123,51 @@ func TestH2StreamErrorIsTyped(t *testing.T) {
 			}
 			for h2Get(t, tr, srv.url("/")) != "ok" {
 			}
-			if n := len(srv.connections()); n != 1 {
-				t.Errorf("server connections: got %d, want 1 (the connection lives on)", n)
+			// PROTOCOL_ERROR: x/net takes no new stream on the connection (golang/go#47635),
+			// which ends gracefully; the next request gets another.
+			want := 1
+			if rst == http2.ErrCodeProtocol {
+				want = 2
+				// A stream's error, not the connection's: no GOAWAY(PROTOCOL_ERROR).
+				wantRecord(t, recs.next(t), shutdown.Graceful, "server_close")
+			}
+			if n := len(srv.connections()); n != want {
+				t.Errorf("server connections: got %d, want %d", n, want)
 			}
 		})
+	}
+}
+
+// TestH2RefusedStreamRetried: a stream the server refuses unprocessed (REFUSED_STREAM) is
+// sent again, as net/http's HTTP/2 does: at once, then after 1 s, 2 s... (at most 6 times
+// more, within the request's context); a server that refuses twice costs a second.
+func TestH2RefusedStreamRetried(t *testing.T) {
+	h2CheckLeaks(t)
+	srv := startHostileServer(t, protoH2, hsScripts{h2: func(c *hsConn, id uint32, n int) {
+		if n <= 2 {
+			c.write(func(fr *http2.Framer) error { return fr.WriteRSTStream(id, http2.ErrCodeRefusedStream) })
+			return
+		}
+		c.respond(id, "ok")
+	}})
+	tr, _ := h2Transport(t, &Transport{})
+	start := time.Now()
+	if got := h2Get(t, tr, srv.url("/")); got != "ok" {
+		t.Fatalf("got %q, want ok", got)
+	}
+	if d := time.Since(start); d < time.Second || d > 2*time.Second {
+		t.Errorf("refused twice, answered after %v, want a second's backoff", d)
+	}
+
+	// A request whose context ends during the backoff fails with the context's error.
+	refuseAll := startHostileServer(t, protoH2, hsScripts{h2: func(c *hsConn, id uint32, n int) {
+		c.write(func(fr *http2.Framer) error { return fr.WriteRSTStream(id, http2.ErrCodeRefusedStream) })
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", refuseAll.url("/"), nil)
+	if _, err := tr.RoundTrip(req); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("refused until the deadline: got %v, want context.DeadlineExceeded", err)
 	}
 }
 

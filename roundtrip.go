@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
 	"strings"
 	"sync"
+	"time"
 	"unicode/utf8"
 
 	"github.com/endwell/endwell/internal/h1"
@@ -16,6 +18,7 @@ import (
 	"github.com/endwell/endwell/pool"
 	"github.com/endwell/endwell/shutdown"
 	"golang.org/x/net/http/httpguts"
+	"golang.org/x/net/http2"
 	"golang.org/x/net/idna"
 )
 
@@ -114,8 +117,26 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			wrote = !errors.Is(err, ErrNotSent)
 			reused = reused || !wrote
 		}
-		if attempt > 0 || !reused || !retryable(req, err, wrote) {
+		if !reused || !retryable(req, err, wrote) {
 			return nil, err
+		}
+		if attempt > 0 {
+			// Once more is all, but for a stream that an HTTP/2 server refused unprocessed
+			// (REFUSED_STREAM): as net/http's HTTP/2, it is tried up to 6 times more, each
+			// after 1 s, 2 s, 4 s... with 10% jitter, within the request's context.
+			var se *proto.StreamError
+			if pc.h2 == nil || attempt > maxRefusedRetries || !errors.As(err, &se) || se.Code != http2.ErrCodeRefusedStream {
+				return nil, err
+			}
+			d := time.Duration(1<<(attempt-1)) * time.Second
+			d += time.Duration(rand.Int64N(int64(d / 10)))
+			timer := time.NewTimer(d)
+			select {
+			case <-timer.C:
+			case <-ctx.Done():
+				timer.Stop()
+				return nil, ctx.Err() // as net/http's HTTP/2
+			}
 		}
 		// A stale keep-alive connection: try once more on a fresh one.
 		if req.Body != nil && req.Body != http.NoBody {
@@ -133,6 +154,10 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 	}
 }
+
+// maxRefusedRetries is how many times more a request whose stream a server refused is
+// sent: x/net's limit.
+const maxRefusedRetries = 6
 
 // retryable reports whether a request that failed on a reused connection may be sent again
 // on a new one: the server closed the connection before answering, and either nothing of the

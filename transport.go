@@ -167,10 +167,12 @@ type Transport struct {
 	// HTTP2 configures HTTP/2, as in [http.Transport]. Zero means x/net's defaults. These
 	// fields apply: MaxDecoderHeaderTableSize, MaxEncoderHeaderTableSize,
 	// MaxReadFrameSize, SendPingTimeout and PingTimeout (when ReadIdleTimeout and
-	// PingTimeout are zero), WriteByteTimeout, StrictMaxConcurrentRequests and CountError.
-	// MaxReceiveBufferPerConnection and MaxReceiveBufferPerStream are not (x/net's client
+	// PingTimeout are zero), WriteByteTimeout and CountError. These do not:
+	// MaxReceiveBufferPerConnection and MaxReceiveBufferPerStream (x/net's client
 	// connection has no such settings; its windows are 1 GiB and 4 MiB);
-	// MaxConcurrentStreams and PermitProhibitedCipherSuites are a server's.
+	// StrictMaxConcurrentRequests (a request over the server's MAX_CONCURRENT_STREAMS on
+	// every connection dials another, within MaxConnsPerHost); MaxConcurrentStreams and
+	// PermitProhibitedCipherSuites are a server's.
 	HTTP2 *http.HTTP2Config
 
 	// ShutdownTimeout is the budget of each graceful close: when it runs out the socket is

@@ -43,6 +43,8 @@ type exchange struct {
 	bw         *bodyWriter // nil when the request has no body
 	bodyResult error       // the body writer's result, once received
 	bodyDone   bool        // bodyResult is set
+	syncBody   bool        // the body was written before the response was read
+	header     headerWait  // ResponseHeaderTimeout's timer
 	noReuse    bool        // the connection must not be reused after this exchange
 	released   atomic.Bool // release was called
 
@@ -104,6 +106,7 @@ func (c *Conn) RoundTrip(req *http.Request, trace *httptrace.ClientTrace) (*http
 			// A small body in memory goes out with the header, in one write and without
 			// a writer goroutine (as net/http, which writes such a request at once). It
 			// fits the socket's send buffer: the write can't wait on the server.
+			ex.syncBody = true
 			ex.writeBody()
 			return ex.readResponse()
 		}
@@ -338,6 +341,8 @@ func (ex *exchange) writeBody() {
 	}
 	if err != nil && err != proto.ErrBodyNotSent {
 		c.abort(err)
+	} else if err == nil {
+		ex.header.arm(ex) // the request is written: the wait for the response starts
 	}
 	if ex.trace != nil && ex.trace.WroteRequest != nil {
 		werr := err
@@ -522,14 +527,11 @@ func (ex *exchange) waitBody(d time.Duration) error {
 // readResponse reads the response headers (skipping 1xx) within ResponseHeaderTimeout and
 // hands back the response with a body that returns the connection when it ends.
 func (ex *exchange) readResponse() (*http.Response, error) {
-	var headerTimer *time.Timer
-	if d := ex.c.cfg.ResponseHeaderTimeout; d > 0 {
-		headerTimer = time.AfterFunc(d, func() {
-			ex.c.abort(proto.ErrResponseHeaderTimeout)
-		})
+	if ex.bw == nil || ex.bodyDone || ex.syncBody {
+		ex.header.arm(ex) // else the body's writer arms it once the body is out
 	}
 	resp, err := ex.readHeader()
-	if headerTimer != nil && !headerTimer.Stop() && err == nil {
+	if ex.header.disarm(ex) && err == nil {
 		// The timer fired and aborted the connection; report the timeout.
 		err = proto.ErrResponseHeaderTimeout
 	}
@@ -537,6 +539,42 @@ func (ex *exchange) readResponse() (*http.Response, error) {
 		return nil, ex.fail(err)
 	}
 	return ex.deliver(resp)
+}
+
+// headerWait is ResponseHeaderTimeout's timer. As net/http's, it runs from the end of the
+// request's writing, its body included (a slow upload, or the wait for a 100 Continue, is
+// no part of it), to the final response's header. The body's writer may arm it while the
+// request's goroutine reads the response.
+type headerWait struct {
+	mu    sync.Mutex
+	timer *time.Timer
+	over  bool // the header came (or the exchange failed): no timer starts any more
+}
+
+// arm starts the timer, unless it runs already, the header came, or there is no timeout.
+func (w *headerWait) arm(ex *exchange) {
+	d := ex.c.cfg.ResponseHeaderTimeout
+	if d <= 0 {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.over || w.timer != nil {
+		return
+	}
+	c := ex.c
+	w.timer = time.AfterFunc(d, func() { c.abort(proto.ErrResponseHeaderTimeout) })
+}
+
+// disarm stops the timer for good; it reports whether the timer had fired.
+func (w *headerWait) disarm(ex *exchange) (fired bool) {
+	if ex.c.cfg.ResponseHeaderTimeout <= 0 {
+		return false // no timer, ever
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.over = true
+	return w.timer != nil && !w.timer.Stop()
 }
 
 // readHeader reads the header of the final response, skipping 1xx responses (each goes to

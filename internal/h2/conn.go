@@ -9,8 +9,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"reflect"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -156,12 +158,16 @@ func Start(ctx context.Context, owner Owner, cfg *Config, nc net.Conn) (*Conn, e
 	t2.ReadIdleTimeout = max(cfg.ReadIdleTimeout, 0)
 	t2.PingTimeout = max(cfg.PingTimeout, 0)
 	t2.CountError = h.countError
+	// The pool hands a connection out only below the server's MAX_CONCURRENT_STREAMS;
+	// x/net also holds a slot for each stream it reset until the server's next frame (its
+	// PING's answer), and would fail a request in such a slot ("client conn not usable").
+	// Strict, it waits for the slot instead: a round trip, on the connection the pool chose.
+	t2.StrictMaxConcurrentStreams = true
 	if c := cfg.HTTP2; c != nil {
 		t2.MaxDecoderHeaderTableSize = uint32(max(c.MaxDecoderHeaderTableSize, 0))
 		t2.MaxEncoderHeaderTableSize = uint32(max(c.MaxEncoderHeaderTableSize, 0))
 		t2.MaxReadFrameSize = uint32(max(c.MaxReadFrameSize, 0))
 		t2.WriteByteTimeout = max(c.WriteByteTimeout, 0)
-		t2.StrictMaxConcurrentStreams = c.StrictMaxConcurrentRequests
 		if cfg.ReadIdleTimeout == 0 {
 			t2.ReadIdleTimeout = max(c.SendPingTimeout, 0)
 		}
@@ -287,6 +293,11 @@ func (h *Conn) closedByNet() {
 		h.owner.Report(proto.Outcome{Kind: proto.Failed, Cause: rerr})
 	case h.noReuse.Load():
 		h.owner.Report(proto.Outcome{Kind: proto.ServerClose})
+	case w.peerResetProtocol.Load():
+		// x/net closed the connection, idle, that it reuses no more since the server
+		// reset a stream with PROTOCOL_ERROR: a stream's error, not the connection's
+		// (that one would have sent its GOAWAY, above): it ends gracefully.
+		h.owner.Report(proto.Outcome{Kind: proto.ServerClose})
 	default:
 		// x/net's read loop ended without an I/O error: the server broke the protocol.
 		h.connError(h.readLoopCode())
@@ -376,6 +387,13 @@ func (h *Conn) Usable() bool {
 			h.endGoAway()
 		}
 		return false
+	case h.wire.peerResetProtocol.Load():
+		// x/net takes no new stream here: the connection serves its streams, then ends.
+		h.owner.Unshare()
+		if h.owner.GiveBack() {
+			h.owner.Report(proto.Outcome{Kind: proto.ServerClose})
+		}
+		return false
 	}
 	return true
 }
@@ -413,14 +431,24 @@ func (h *Conn) RoundTrip(req *http.Request) (*http.Response, error) {
 	body := &h2Body{stream: h2Stream{h: h}}
 	s := &body.stream
 	if d := h.cfg.ResponseHeaderTimeout; d > 0 {
+		// As net/http's, the timeout runs from the end of the request's writing, its
+		// body included (a slow upload, or the wait for a 100 Continue, is no part of it):
+		// x/net says when through the trace's WroteRequest, which runs before the
+		// caller's own hook, if any.
 		ctx, cancel := context.WithCancelCause(req.Context())
 		s.cancel = cancel
-		s.headerTimer = time.AfterFunc(d, func() { cancel(proto.ErrResponseHeaderTimeout) })
+		ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
+			WroteRequest: func(info httptrace.WroteRequestInfo) {
+				if info.Err == nil {
+					s.armHeaderTimer(d)
+				}
+			},
+		})
 		req = req.WithContext(ctx) // a shallow copy: the caller's request is not changed
 	}
 	resp, err := h.cc.RoundTrip(req)
-	if s.headerTimer != nil {
-		s.headerTimer.Stop()
+	if h.cfg.ResponseHeaderTimeout > 0 {
+		s.stopHeaderTimer()
 	}
 	if err != nil {
 		err = s.requestErr(req, err)
@@ -470,10 +498,34 @@ var xnetNoBodyType, xnetBodyType atomic.Value
 
 // h2Stream is one request's use of an HTTP/2 connection.
 type h2Stream struct {
-	h           *Conn
-	cancel      context.CancelCauseFunc // ends the request's header-timeout context; nil if none
-	headerTimer *time.Timer
-	released    atomic.Bool
+	h        *Conn
+	cancel   context.CancelCauseFunc // ends the request's header-timeout context; nil if none
+	released atomic.Bool
+
+	headerMu    sync.Mutex  // guards the following: x/net's goroutine arms the timer
+	headerTimer *time.Timer // ResponseHeaderTimeout's, once the request is written
+	headerOver  bool        // RoundTrip returned: no timer starts any more
+}
+
+// armHeaderTimer starts ResponseHeaderTimeout's timer, unless RoundTrip returned.
+func (s *h2Stream) armHeaderTimer(d time.Duration) {
+	s.headerMu.Lock()
+	defer s.headerMu.Unlock()
+	if s.headerOver || s.headerTimer != nil {
+		return
+	}
+	cancel := s.cancel
+	s.headerTimer = time.AfterFunc(d, func() { cancel(proto.ErrResponseHeaderTimeout) })
+}
+
+// stopHeaderTimer stops the timer for good.
+func (s *h2Stream) stopHeaderTimer() {
+	s.headerMu.Lock()
+	defer s.headerMu.Unlock()
+	s.headerOver = true
+	if s.headerTimer != nil {
+		s.headerTimer.Stop()
+	}
 }
 
 // release gives the stream's use of the connection back to the pool, once. The connection

@@ -182,15 +182,18 @@ type wire struct {
 	acks          int           // SETTINGS acknowledgements written; guarded by wmu
 	settingsDirty atomic.Bool   // a later SETTINGS was acknowledged: MAX_CONCURRENT_STREAMS may have changed
 
-	writesOff   atomic.Bool           // the teardown owns the connection: x/net writes nothing more
-	goAwaySent  atomic.Bool           // a GOAWAY went out
-	goAwayCode  atomic.Uint32         // the error code of the last GOAWAY that went out
-	peerGoAway  atomic.Bool           // the server sent a GOAWAY
-	peerCode    atomic.Uint32         // its error code
-	readErr     atomic.Pointer[error] // the first error a Read returned
-	writeErr    atomic.Pointer[error] // the first error a Write returned
-	closed      atomic.Bool           // x/net called Close
-	closeCalled chan struct{}         // closed when x/net called Close
+	writesOff  atomic.Bool   // the teardown owns the connection: x/net writes nothing more
+	goAwaySent atomic.Bool   // a GOAWAY went out
+	goAwayCode atomic.Uint32 // the error code of the last GOAWAY that went out
+	peerGoAway atomic.Bool   // the server sent a GOAWAY
+	// peerResetProtocol says the server reset a stream with PROTOCOL_ERROR: x/net takes
+	// no new stream on the connection then (golang/go#47635), and closes it once idle.
+	peerResetProtocol atomic.Bool
+	peerCode          atomic.Uint32         // its error code
+	readErr           atomic.Pointer[error] // the first error a Read returned
+	writeErr          atomic.Pointer[error] // the first error a Write returned
+	closed            atomic.Bool           // x/net called Close
+	closeCalled       chan struct{}         // closed when x/net called Close
 
 	readsOff atomic.Bool // stopReads was called: Read fails at once
 	// reading holds a token while a Read is in the socket: stopReads takes it to know that
@@ -251,6 +254,10 @@ func (w *wire) sawOutgoing(typ, flags byte, head []byte) {
 // sawIncoming runs in x/net's read loop, from Read.
 func (w *wire) sawIncoming(typ, flags byte, head []byte) {
 	w.flow.received(typ, flags, w.in.streamID(), w.in.length(), head)
+	if typ == frameRSTStream && len(head) >= 4 && binary.BigEndian.Uint32(head) == uint32(http2.ErrCodeProtocol) {
+		// x/net reuses a connection no more after this, and closes it once idle.
+		w.peerResetProtocol.Store(true)
+	}
 	if typ != frameGoAway || len(head) < 8 {
 		return
 	}
