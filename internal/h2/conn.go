@@ -31,15 +31,16 @@ import (
 // [Owner] (the root package's connection) as a proto.Outcome. It imports neither the root
 // package nor pool/.
 //
-// HTTP/2 runs on golang.org/x/net/http2's client connection, behind h2Client, over a
-// net.Conn of ours (wire) that sees every frame. The pool holds HTTP/2 connections like
+// HTTP/2 runs on an HTTP/2 client engine behind h2Client (x/net's own built by Go 1.26,
+// engine_xnet.go; net/http's built by Go 1.27, engine_nethttp.go), over a net.Conn of ours
+// (wire) that sees every frame. The pool holds HTTP/2 connections like
 // HTTP/1.1 ones, with the server's MAX_CONCURRENT_STREAMS as their capacity: each stream
 // takes one use, and the body's end gives it back. Every ending goes through the teardown
 // engine with the stack [h2, TLS, TCP]: the h2 layer says goodbye with GOAWAY(NO_ERROR,
 // last-stream-id 0), and x/net never closes the socket itself.
 
-// h2Client is what endwell needs of an HTTP/2 client connection: x/net's ClientConn today,
-// net/http's ClientConn later (golang/go#78064).
+// h2Client is what endwell needs of an HTTP/2 client connection: x/net's ClientConn (Go
+// 1.26), net/http's (Go 1.27, golang/go#78064).
 type h2Client interface {
 	// RoundTrip runs one request on a new stream.
 	RoundTrip(req *http.Request) (*http.Response, error)
@@ -48,11 +49,6 @@ type h2Client interface {
 	// Close fails the open streams at once and tells the net.Conn under it to close.
 	Close() error
 }
-
-// xnetClient adapts x/net's ClientConn to h2Client.
-type xnetClient struct{ *http2.ClientConn }
-
-func (c xnetClient) MaxStreams() int { return int(c.State().MaxConcurrentStreams) }
 
 // defaultMaxStreams is the capacity of a connection whose server has not said its
 // MAX_CONCURRENT_STREAMS: x/net's provisional limit, RFC 9113's recommended minimum.
@@ -139,54 +135,12 @@ func Start(ctx context.Context, owner Owner, cfg *Config, nc net.Conn) (*Conn, e
 	h := &Conn{owner: owner, cfg: cfg, wire: w}
 	w.onPeerGoAway = h.peerGoAway
 	w.onClose = h.closedByNet
-	// x/net reads ExpectContinueTimeout (and nothing else it does not have itself) from
-	// a net/http Transport linked to its own: a private one, never used for requests,
-	// carries it. Its IdleConnTimeout stays 0: the pool times idle connections out, and
-	// ends them with a GOAWAY.
-	t1 := &http.Transport{
-		DisableCompression:     cfg.DisableCompression,
-		MaxResponseHeaderBytes: cfg.MaxHeaderBytes,
-		ExpectContinueTimeout:  max(cfg.ExpectContinueTimeout, 0),
-	}
-	t2, err := http2.ConfigureTransports(t1)
+	cc, err := newClient(w, cfg, h.countError)
 	if err != nil {
 		w.writesOff.Store(true)
 		return nil, err
 	}
-	t2.DisableCompression = cfg.DisableCompression
-	t2.MaxHeaderListSize = uint32(min(cfg.MaxHeaderBytes, 1<<32-1))
-	t2.ReadIdleTimeout = max(cfg.ReadIdleTimeout, 0)
-	t2.PingTimeout = max(cfg.PingTimeout, 0)
-	t2.CountError = h.countError
-	// The pool hands a connection out only below the server's MAX_CONCURRENT_STREAMS;
-	// x/net also holds a slot for each stream it reset until the server's next frame (its
-	// PING's answer), and would fail a request in such a slot ("client conn not usable").
-	// Strict, it waits for the slot instead: a round trip, on the connection the pool chose.
-	t2.StrictMaxConcurrentStreams = true
-	if c := cfg.HTTP2; c != nil {
-		t2.MaxDecoderHeaderTableSize = uint32(max(c.MaxDecoderHeaderTableSize, 0))
-		t2.MaxEncoderHeaderTableSize = uint32(max(c.MaxEncoderHeaderTableSize, 0))
-		t2.MaxReadFrameSize = uint32(max(c.MaxReadFrameSize, 0))
-		t2.WriteByteTimeout = max(c.WriteByteTimeout, 0)
-		if cfg.ReadIdleTimeout == 0 {
-			t2.ReadIdleTimeout = max(c.SendPingTimeout, 0)
-		}
-		if cfg.PingTimeout == 0 {
-			t2.PingTimeout = max(c.PingTimeout, 0)
-		}
-		if count := c.CountError; count != nil {
-			t2.CountError = func(errType string) {
-				h.countError(errType)
-				count(errType)
-			}
-		}
-	}
-	cc, err := t2.NewClientConn(w)
-	if err != nil {
-		w.writesOff.Store(true)
-		return nil, err
-	}
-	h.cc = xnetClient{cc}
+	h.cc = cc
 
 	wait := cfg.SettingsTimeout
 	if wait <= 0 {
