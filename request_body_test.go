@@ -1,6 +1,8 @@
 package endwell_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -107,6 +109,7 @@ func TestBodyLengthMustMatch(t *testing.T) {
 		{"longer than declared", body("hello world", false), "ContentLength=5 with Body length 11"},
 		{"shorter than declared", body("hey", false), "ContentLength=5 with Body length 3"},
 		{"streamed, longer", body("hello world", true), "ContentLength=5 with Body length 11"},
+		{"streamed, longer, in one big Read", body(strings.Repeat("x", 20000), true), "ContentLength=5 with Body length 20000"},
 		{"nil body", nil, "Request.ContentLength=5 with nil Body"},
 	}
 	for _, tc := range tests {
@@ -170,5 +173,76 @@ func TestResponseRequestIsCallers(t *testing.T) {
 	}
 	if srv.accepts() != 2 {
 		t.Errorf("connections: %d, want 2 (the request was retried)", srv.accepts())
+	}
+}
+
+// TestStalledBodyClosedOnError: a request body blocked in its Read (a pipe never fed) is
+// closed when the request fails (its context ends), as RoundTrip promises: its writer
+// goroutine does not wait for the caller's producer.
+func TestStalledBodyClosedOnError(t *testing.T) {
+	checkLeaks(t)
+	srv := startRawServer(t, func(n int, c net.Conn, r *rawReader) {
+		c.SetDeadline(time.Now().Add(waitFor))
+		io.Copy(io.Discard, c)
+	})
+	tr := newTransport(t, &endwell.Transport{})
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	ctx, cancel := context.WithTimeout(boundedCtx(t), 100*time.Millisecond)
+	defer cancel()
+	closed := make(chan struct{})
+	req := newRequest(t, ctx, "POST", srv.url(), nil)
+	req.Body = closeNotifier{pr, closed}
+	req.ContentLength = -1
+	if _, err := tr.RoundTrip(req); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("got %v, want context.DeadlineExceeded", err)
+	}
+	select {
+	case <-closed:
+	case <-time.After(waitFor):
+		t.Fatal("the request body was not closed after RoundTrip failed")
+	}
+}
+
+type closeNotifier struct {
+	io.Reader
+	closed chan struct{}
+}
+
+func (c closeNotifier) Close() error {
+	select {
+	case <-c.closed:
+	default:
+		close(c.closed)
+	}
+	if rc, ok := c.Reader.(io.Closer); ok {
+		return rc.Close()
+	}
+	return nil
+}
+
+// TestUnsolicitedBytesNotReused: a server that sends more than its response (bytes after
+// the body) leaves the connection out of step: the next request, even at once, goes on a
+// new connection and never reads those bytes as its response, as with net/http.
+func TestUnsolicitedBytesNotReused(t *testing.T) {
+	checkLeaks(t)
+	srv := startRawServer(t, func(n int, c net.Conn, r *rawReader) {
+		for {
+			c.SetDeadline(time.Now().Add(waitFor))
+			if _, _, err := r.readRequest(); err != nil {
+				return
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloJUNKJUNKJUNK")
+		}
+	})
+	c := &http.Client{Transport: newTransport(t, &endwell.Transport{})}
+	for i := range 10 {
+		resp, body := do(t, c, newRequest(t, nil, "POST", srv.url(), strings.NewReader("x")))
+		if resp.StatusCode != 200 || body != "hello" {
+			t.Fatalf("request %d: %s %q", i, resp.Status, body)
+		}
+	}
+	if got := srv.accepts(); got != 10 {
+		t.Errorf("connections: %d, want 10 (none reused with junk in it)", got)
 	}
 }

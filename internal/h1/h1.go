@@ -44,6 +44,7 @@ type exchange struct {
 	bodyResult error       // the body writer's result, once received
 	bodyDone   bool        // bodyResult is set
 	syncBody   bool        // the body was written before the response was read
+	bodyClosed atomic.Bool // req.Body was closed (once: the writer, or fail)
 	header     headerWait  // ResponseHeaderTimeout's timer
 	noReuse    bool        // the connection must not be reused after this exchange
 	released   atomic.Bool // release was called
@@ -336,7 +337,11 @@ func (ex *exchange) writeBody() {
 		}
 		return ex.copyBody()
 	}()
-	if cerr := req.Body.Close(); err == nil && cerr != nil {
+	var cerr error
+	if ex.bodyClosed.CompareAndSwap(false, true) {
+		cerr = req.Body.Close()
+	}
+	if err == nil && cerr != nil {
 		err = &proto.BodyReadError{Err: cerr}
 	}
 	if err != nil && err != proto.ErrBodyNotSent {
@@ -425,6 +430,23 @@ type flushWriter struct {
 }
 
 func (w *flushWriter) Write(p []byte) (int, error) {
+	if w.hold >= 0 && len(p) > 1 && w.n+int64(len(p)) >= w.hold {
+		// The Write that completes hold: all but its last byte go out (a bufio.Writer
+		// passes a Write larger than its free space straight to the socket), the last
+		// waits in the buffer, which has room for it after the flush.
+		k := len(p) - 1
+		n, err := w.bw.Write(p[:k])
+		w.n += int64(n)
+		if err == nil {
+			err = w.bw.Flush()
+		}
+		if err != nil {
+			return n, err
+		}
+		m, err := w.bw.Write(p[k:])
+		w.n += int64(m)
+		return n + m, err
+	}
 	n, err := w.bw.Write(p)
 	w.n += int64(n)
 	if err == nil && (w.hold < 0 || w.n < w.hold) {
@@ -469,7 +491,7 @@ func (b bodyReader) Read(p []byte) (int, error) {
 }
 
 func (ex *exchange) closeReqBody() {
-	if ex.req.Body != nil {
+	if ex.req.Body != nil && ex.bodyClosed.CompareAndSwap(false, true) {
 		ex.req.Body.Close()
 	}
 }
@@ -493,6 +515,11 @@ func (ex *exchange) fail(err error) error {
 	}
 	ex.c.abort(err)
 	ex.release(err)
+	if ex.bw != nil && !ex.bodyDone {
+		// The body's writer may be blocked in the body's Read, which the connection's
+		// abort does not end: the body is closed now, as RoundTrip promises on error.
+		ex.closeReqBody()
+	}
 	err = ex.c.requestErr(err)
 	var bre *proto.BodyReadError
 	if errors.As(err, &bre) {

@@ -1,4 +1,4 @@
-//lint:file-ignore SA1019 x/net's ClientConn is endwell's HTTP/2 engine, run over endwell's own wire; net/http's replacement (http.ClientConn) dials its own connections and sends no GOAWAY, so endwell cannot move yet
+//lint:file-ignore SA1019 x/net's deprecated error types (GoAwayError) are what its engine returns, built by Go 1.26: endwell maps them
 
 package h2
 

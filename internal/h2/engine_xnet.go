@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 built by Go 1.26, x/net's ClientConn is endwell's HTTP/2 engine, run over endwell's own wire: http.Transport.NewClientConn, its replacement, is Go 1.27's (engine_nethttp.go)
+
 //go:build !go1.27
 
 package h2
