@@ -167,9 +167,10 @@ type Transport struct {
 	// HTTP2 configures HTTP/2, as in [http.Transport]. Zero means x/net's defaults. These
 	// fields apply: MaxDecoderHeaderTableSize, MaxEncoderHeaderTableSize,
 	// MaxReadFrameSize, SendPingTimeout and PingTimeout (when ReadIdleTimeout and
-	// PingTimeout are zero), WriteByteTimeout and CountError. These do not:
-	// MaxReceiveBufferPerConnection and MaxReceiveBufferPerStream (x/net's client
-	// connection has no such settings; its windows are 1 GiB and 4 MiB);
+	// PingTimeout are zero), WriteByteTimeout and CountError; built by Go 1.27,
+	// MaxReceiveBufferPerConnection and MaxReceiveBufferPerStream too (built by Go 1.26,
+	// x/net's client connection has no such settings; its windows are 1 GiB and 4 MiB).
+	// These do not:
 	// StrictMaxConcurrentRequests (a request over the server's MAX_CONCURRENT_STREAMS on
 	// every connection dials another, within MaxConnsPerHost); MaxConcurrentStreams and
 	// PermitProhibitedCipherSuites are a server's.
