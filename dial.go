@@ -207,20 +207,28 @@ func (t *Transport) dialUserTLS(ctx context.Context, tg *target, trace *httptrac
 		return t.finishDial(ctx, tg, newConn(t, tg.poolKey, raw, raw))
 	}
 	raw := shutdown.Watch(tc.NetConn())
-	if !tc.ConnectionState().HandshakeComplete {
-		if trace != nil && trace.TLSHandshakeStart != nil {
-			trace.TLSHandshakeStart()
-		}
-		err := tc.HandshakeContext(ctx)
-		if trace != nil && trace.TLSHandshakeDone != nil {
-			trace.TLSHandshakeDone(tc.ConnectionState(), err)
-		}
-		if err != nil {
-			raw.Close()
-			return nil, dialFailure("tls", tg.addr, err, false)
-		}
+	if err := finishUserHandshake(ctx, tc, trace); err != nil {
+		raw.Close()
+		return nil, dialFailure("tls", tg.addr, err, false)
 	}
 	return t.finishDial(ctx, tg, newConn(t, tg.poolKey, raw, tc))
+}
+
+// finishUserHandshake completes the handshake of a *tls.Conn that DialTLSContext returned,
+// if it is still pending (net/http's DialTLSContext contract allows that), with the trace's
+// TLS hooks.
+func finishUserHandshake(ctx context.Context, tc *tls.Conn, trace *httptrace.ClientTrace) error {
+	if tc.ConnectionState().HandshakeComplete {
+		return nil
+	}
+	if trace != nil && trace.TLSHandshakeStart != nil {
+		trace.TLSHandshakeStart()
+	}
+	err := tc.HandshakeContext(ctx)
+	if trace != nil && trace.TLSHandshakeDone != nil {
+		trace.TLSHandshakeDone(tc.ConnectionState(), err)
+	}
+	return err
 }
 
 // dialUserTLSProxy dials an https:// proxy at addr with DialTLSContext. A *tls.Conn comes
@@ -238,18 +246,9 @@ func (t *Transport) dialUserTLSProxy(ctx context.Context, addr string, trace *ht
 	if !ok {
 		return c, nil, nil
 	}
-	if !tc.ConnectionState().HandshakeComplete {
-		if trace != nil && trace.TLSHandshakeStart != nil {
-			trace.TLSHandshakeStart()
-		}
-		err := tc.HandshakeContext(ctx)
-		if trace != nil && trace.TLSHandshakeDone != nil {
-			trace.TLSHandshakeDone(tc.ConnectionState(), err)
-		}
-		if err != nil {
-			tc.NetConn().Close()
-			return nil, nil, err
-		}
+	if err := finishUserHandshake(ctx, tc, trace); err != nil {
+		tc.NetConn().Close()
+		return nil, nil, err
 	}
 	return nil, tc, nil
 }
