@@ -11,7 +11,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/endwell/endwell/internal/h1"
 	"github.com/endwell/endwell/internal/proto"
@@ -19,7 +18,6 @@ import (
 	"github.com/endwell/endwell/shutdown"
 	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
-	"golang.org/x/net/idna"
 )
 
 // RoundTrip implements [http.RoundTripper]. It does not modify req; it closes req.Body,
@@ -401,13 +399,8 @@ func serverAddr(u *url.URL) string {
 // Punycode form (IDNA's lookup profile), as net/http dials and verifies it; host itself if
 // it is ASCII or not a valid name.
 func asciiHost(host string) string {
-	for i := 0; i < len(host); i++ {
-		if host[i] >= utf8.RuneSelf {
-			if a, err := idna.Lookup.ToASCII(host); err == nil {
-				return a
-			}
-			return host
-		}
+	if a, err := httpguts.PunycodeHostPort(host); err == nil {
+		return a
 	}
 	return host
 }

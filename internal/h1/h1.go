@@ -36,18 +36,19 @@ type exchange struct {
 	mark  int64 // c.nwritten when the exchange started
 	gzip  bool  // we asked for gzip ourselves
 
-	stopCtx    func() bool // unregisters the context watch; nil if ctx can't end
-	body       io.Reader   // what the request body's writer reads: req.Body, or after a probe
-	hasBody    bool        // the request has a body to send
-	chunked    bool        // the body goes chunked (else by its Content-Length)
-	bw         *bodyWriter // nil when the request has no body
-	bodyResult error       // the body writer's result, once received
-	bodyDone   bool        // bodyResult is set
-	syncBody   bool        // the body was written before the response was read
-	bodyClosed atomic.Bool // req.Body was closed (once: the writer, or fail)
-	header     headerWait  // ResponseHeaderTimeout's timer
-	noReuse    bool        // the connection must not be reused after this exchange
-	released   atomic.Bool // release was called
+	stopCtx    func() bool      // unregisters the context watch; nil if ctx can't end
+	body       io.Reader        // what the request body's writer reads: req.Body, or after a probe
+	hasBody    bool             // the request has a body to send
+	chunked    bool             // the body goes chunked (else by its Content-Length)
+	inMemory   bool             // the body is a standard in-memory reader (see inMemory)
+	bw         *bodyWriter      // nil when the request has no body
+	bodyResult error            // the body writer's result, once received
+	bodyDone   bool             // bodyResult is set
+	syncBody   bool             // the body was written before the response was read
+	bodyClosed atomic.Bool      // req.Body was closed (once: the writer, or fail)
+	header     proto.HeaderWait // ResponseHeaderTimeout's timer
+	noReuse    bool             // the connection must not be reused after this exchange
+	released   atomic.Bool      // release was called
 
 	// The response and its body live here, so that a request costs one allocation for
 	// all of them (the header's aside): parsed is the response when parseBuffered read
@@ -103,7 +104,8 @@ func (c *Conn) RoundTrip(req *http.Request, trace *httptrace.ClientTrace) (*http
 		if httpguts.HeaderValuesContainsToken(req.Header["Expect"], "100-continue") {
 			ex.bw.cont = make(chan bool, 1)
 		}
-		if ex.bw.cont == nil && !ex.chunked && req.ContentLength <= int64(c.bw.Available()) && inMemory(req.Body) {
+		ex.inMemory = inMemory(req.Body)
+		if ex.bw.cont == nil && !ex.chunked && req.ContentLength <= int64(c.bw.Available()) && ex.inMemory {
 			// A small body in memory goes out with the header, in one write and without
 			// a writer goroutine (as net/http, which writes such a request at once). It
 			// fits the socket's send buffer: the write can't wait on the server.
@@ -347,7 +349,7 @@ func (ex *exchange) writeBody() {
 	if err != nil && err != proto.ErrBodyNotSent {
 		c.abort(err)
 	} else if err == nil {
-		ex.header.arm(ex) // the request is written: the wait for the response starts
+		ex.armHeaderTimer() // the request is written: the wait for the response starts
 	}
 	if ex.trace != nil && ex.trace.WroteRequest != nil {
 		werr := err
@@ -368,7 +370,7 @@ func (ex *exchange) copyBody() error {
 	req, c := ex.req, ex.c
 	src := bodyReader{ex.body}
 	var dst io.Writer = c.bw
-	if !inMemory(req.Body) {
+	if !ex.inMemory {
 		// The last declared bytes wait for the check that no more follow: a body found
 		// longer fails without the server having seen a complete request.
 		limit := int64(-1)
@@ -555,10 +557,10 @@ func (ex *exchange) waitBody(d time.Duration) error {
 // hands back the response with a body that returns the connection when it ends.
 func (ex *exchange) readResponse() (*http.Response, error) {
 	if ex.bw == nil || ex.bodyDone || ex.syncBody {
-		ex.header.arm(ex) // else the body's writer arms it once the body is out
+		ex.armHeaderTimer() // else the body's writer arms it once the body is out
 	}
 	resp, err := ex.readHeader()
-	if ex.header.disarm(ex) && err == nil {
+	if ex.c.cfg.ResponseHeaderTimeout > 0 && ex.header.Disarm() && err == nil {
 		// The timer fired and aborted the connection; report the timeout.
 		err = proto.ErrResponseHeaderTimeout
 	}
@@ -568,40 +570,13 @@ func (ex *exchange) readResponse() (*http.Response, error) {
 	return ex.deliver(resp)
 }
 
-// headerWait is ResponseHeaderTimeout's timer. As net/http's, it runs from the end of the
-// request's writing, its body included (a slow upload, or the wait for a 100 Continue, is
-// no part of it), to the final response's header. The body's writer may arm it while the
-// request's goroutine reads the response.
-type headerWait struct {
-	mu    sync.Mutex
-	timer *time.Timer
-	over  bool // the header came (or the exchange failed): no timer starts any more
-}
-
-// arm starts the timer, unless it runs already, the header came, or there is no timeout.
-func (w *headerWait) arm(ex *exchange) {
-	d := ex.c.cfg.ResponseHeaderTimeout
-	if d <= 0 {
-		return
+// armHeaderTimer starts ResponseHeaderTimeout's timer (see proto.HeaderWait), if there is
+// a timeout.
+func (ex *exchange) armHeaderTimer() {
+	if d := ex.c.cfg.ResponseHeaderTimeout; d > 0 {
+		c := ex.c
+		ex.header.Arm(d, func() { c.abort(proto.ErrResponseHeaderTimeout) })
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.over || w.timer != nil {
-		return
-	}
-	c := ex.c
-	w.timer = time.AfterFunc(d, func() { c.abort(proto.ErrResponseHeaderTimeout) })
-}
-
-// disarm stops the timer for good; it reports whether the timer had fired.
-func (w *headerWait) disarm(ex *exchange) (fired bool) {
-	if ex.c.cfg.ResponseHeaderTimeout <= 0 {
-		return false // no timer, ever
-	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.over = true
-	return w.timer != nil && !w.timer.Stop()
 }
 
 // readHeader reads the header of the final response, skipping 1xx responses (each goes to
@@ -763,7 +738,9 @@ func (ex *exchange) finish() {
 		ex.release(c.owner.Cause())
 		return
 	}
-	if !c.owner.Report(proto.Outcome{Kind: proto.Complete, NoReuse: ex.noReuse}) {
+	// Bytes after the response (net/http's "unsolicited response") leave the connection
+	// out of step: it is not reused.
+	if !c.owner.Report(proto.Outcome{Kind: proto.Complete, NoReuse: ex.noReuse || c.br.Buffered() > 0}) {
 		ex.release(errNotReused)
 		return
 	}

@@ -132,12 +132,6 @@ func (c *Conn) lookIdle() bool {
 	if c.owner.Dead() {
 		return false
 	}
-	if c.br.Buffered() > 0 {
-		// The server sent more than its last response (net/http's "unsolicited
-		// response"): the connection is out of step, never reused.
-		c.watchErr = errUnsolicited
-		return false
-	}
 	if quiet, known := c.raw.Quiet(); quiet && known {
 		c.watchErr = nil
 		return true
@@ -147,10 +141,6 @@ func (c *Conn) lookIdle() bool {
 	c.nc.SetReadDeadline(time.Time{})
 	return errors.Is(c.watchErr, errDeadline) && c.br.Buffered() == 0 && !c.owner.Dead()
 }
-
-// errUnsolicited is what lookIdle saw of a connection whose server sent bytes after its
-// last response.
-var errUnsolicited = errors.New("endwell: unsolicited bytes on an idle connection")
 
 // TakeFromIdle readies a connection that the pool handed out from its idle list. A
 // connection that the server closed meanwhile is reported closed by the peer, and

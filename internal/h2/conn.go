@@ -12,7 +12,6 @@ import (
 	"net/http/httptrace"
 	"reflect"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -394,7 +393,7 @@ func (h *Conn) RoundTrip(req *http.Request) (*http.Response, error) {
 		ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
 			WroteRequest: func(info httptrace.WroteRequestInfo) {
 				if info.Err == nil {
-					s.armHeaderTimer(d)
+					s.header.Arm(d, func() { cancel(proto.ErrResponseHeaderTimeout) })
 				}
 			},
 		})
@@ -402,7 +401,7 @@ func (h *Conn) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	resp, err := h.cc.RoundTrip(req)
 	if h.cfg.ResponseHeaderTimeout > 0 {
-		s.stopHeaderTimer()
+		s.header.Disarm()
 	}
 	if err != nil {
 		err = s.requestErr(req, err)
@@ -456,30 +455,7 @@ type h2Stream struct {
 	cancel   context.CancelCauseFunc // ends the request's header-timeout context; nil if none
 	released atomic.Bool
 
-	headerMu    sync.Mutex  // guards the following: x/net's goroutine arms the timer
-	headerTimer *time.Timer // ResponseHeaderTimeout's, once the request is written
-	headerOver  bool        // RoundTrip returned: no timer starts any more
-}
-
-// armHeaderTimer starts ResponseHeaderTimeout's timer, unless RoundTrip returned.
-func (s *h2Stream) armHeaderTimer(d time.Duration) {
-	s.headerMu.Lock()
-	defer s.headerMu.Unlock()
-	if s.headerOver || s.headerTimer != nil {
-		return
-	}
-	cancel := s.cancel
-	s.headerTimer = time.AfterFunc(d, func() { cancel(proto.ErrResponseHeaderTimeout) })
-}
-
-// stopHeaderTimer stops the timer for good.
-func (s *h2Stream) stopHeaderTimer() {
-	s.headerMu.Lock()
-	defer s.headerMu.Unlock()
-	s.headerOver = true
-	if s.headerTimer != nil {
-		s.headerTimer.Stop()
-	}
+	header proto.HeaderWait // ResponseHeaderTimeout's timer, armed once the request is written
 }
 
 // release gives the stream's use of the connection back to the pool, once. The connection
