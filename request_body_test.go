@@ -80,15 +80,7 @@ func TestStreamedBodyGoesOutAsRead(t *testing.T) {
 // the connection kept for the next request.
 func TestBodyLengthMustMatch(t *testing.T) {
 	checkLeaks(t)
-	srv := startRawServer(t, func(n int, c net.Conn, r *rawReader) {
-		for {
-			c.SetDeadline(time.Now().Add(waitFor))
-			if _, _, err := r.readRequest(); err != nil {
-				return
-			}
-			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-		}
-	})
+	srv := startAnswerServer(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 	tr := newTransport(t, &endwell.Transport{})
 	c := &http.Client{Transport: tr}
 	std := &http.Transport{}
@@ -123,6 +115,12 @@ func TestBodyLengthMustMatch(t *testing.T) {
 				}
 				req.ContentLength = 5
 				resp, err := rt.RoundTrip(req)
+				if err == nil && rt == std && strings.HasPrefix(tc.name, "streamed") {
+					// net/http sends the declared bytes of a streamed body before it reads
+					// the rest: a quick server's answer may win the race with its error.
+					resp.Body.Close()
+					continue
+				}
 				if err == nil {
 					resp.Body.Close()
 					t.Fatalf("%T: got %s, want an error", rt, resp.Status)
@@ -226,15 +224,7 @@ func (c closeNotifier) Close() error {
 // new connection and never reads those bytes as its response, as with net/http.
 func TestUnsolicitedBytesNotReused(t *testing.T) {
 	checkLeaks(t)
-	srv := startRawServer(t, func(n int, c net.Conn, r *rawReader) {
-		for {
-			c.SetDeadline(time.Now().Add(waitFor))
-			if _, _, err := r.readRequest(); err != nil {
-				return
-			}
-			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloJUNKJUNKJUNK")
-		}
-	})
+	srv := startAnswerServer(t, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhelloJUNKJUNKJUNK")
 	c := &http.Client{Transport: newTransport(t, &endwell.Transport{})}
 	for i := range 10 {
 		resp, body := do(t, c, newRequest(t, nil, "POST", srv.url(), strings.NewReader("x")))
@@ -245,4 +235,19 @@ func TestUnsolicitedBytesNotReused(t *testing.T) {
 	if got := srv.accepts(); got != 10 {
 		t.Errorf("connections: %d, want 10 (none reused with junk in it)", got)
 	}
+}
+
+// startAnswerServer starts a raw server that reads each request, its body included, and
+// writes answer, for as long as the client keeps its connection.
+func startAnswerServer(t *testing.T, answer string) *rawServer {
+	t.Helper()
+	return startRawServer(t, func(n int, c net.Conn, r *rawReader) {
+		for {
+			c.SetDeadline(time.Now().Add(waitFor))
+			if _, _, err := r.readRequest(); err != nil {
+				return
+			}
+			io.WriteString(c, answer)
+		}
+	})
 }
