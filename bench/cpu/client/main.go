@@ -22,6 +22,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/endwell/endwell"
@@ -276,8 +277,15 @@ func allocsPerRoundTrip(rt http.RoundTripper, proto, url string, n int, memprofi
 	fmt.Printf("%.2f allocs/op %.0f B/op\n", float64(m1.Mallocs-m0.Mallocs)/float64(n), float64(m1.TotalAlloc-m0.TotalAlloc)/float64(n))
 }
 
-// throughput runs conc goroutines calling get for d and prints the requests per second.
+// throughput runs conc goroutines calling get for d and prints the requests per second,
+// then the process's CPU time (user and system, from getrusage) per request in
+// microseconds: what one request costs the client under load, which moves less than the
+// rate when the machine's other tenants (or the server) take a share of the cores.
 func throughput(get func(buf []byte) error, conc int, d time.Duration) {
+	var ru0, ru1 syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru0); err != nil {
+		fail("getrusage: %v", err)
+	}
 	var count atomic.Int64
 	var firstErr atomic.Pointer[error]
 	stop := make(chan struct{})
@@ -307,10 +315,15 @@ func throughput(get func(buf []byte) error, conc int, d time.Duration) {
 	close(stop)
 	wg.Wait()
 	elapsed := time.Since(start)
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru1); err != nil {
+		fail("getrusage: %v", err)
+	}
 	if p := firstErr.Load(); p != nil {
 		fail("throughput: %v", *p)
 	}
-	fmt.Printf("%.0f\n", float64(count.Load())/elapsed.Seconds())
+	cpu := time.Duration(ru1.Utime.Nano()-ru0.Utime.Nano()) + time.Duration(ru1.Stime.Nano()-ru0.Stime.Nano())
+	n := count.Load()
+	fmt.Printf("%.0f %.2f\n", float64(n)/elapsed.Seconds(), float64(cpu.Microseconds())/float64(max(n, 1)))
 }
 
 func fail(format string, args ...any) {
