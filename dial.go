@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -165,10 +164,9 @@ func (t *Transport) finishDial(ctx context.Context, tg *target, pc *conn) (*conn
 		pc.serverAddr = proxyAddr(tg.proxyURL)
 	}
 	version := "1.1"
-	if useH2, err := t.wantH2(tg, pc.nc); useH2 || err != nil {
-		if err == nil {
-			pc.h2, err = h2.Start(ctx, pc, &t.cfg.h2, pc.nc)
-		}
+	if t.wantH2(tg, pc.nc) {
+		var err error
+		pc.h2, err = h2.Start(ctx, pc, &t.cfg.h2, pc.nc)
 		if err != nil {
 			pc.raw.Close()
 			return nil, &DialError{Op: "h2", Addr: pc.serverAddr, Err: err}
@@ -516,7 +514,7 @@ func basicAuth(u *url.Userinfo) string {
 // HTTP/2 if it is nil or empty (HTTP/1.1 alone if TLSNextProto is non-nil without "h2",
 // as in net/http).
 func (t *Transport) protocols() http.Protocols {
-	if p := t.Protocols; p != nil && (p.HTTP1() || p.HTTP2() || p.UnencryptedHTTP2()) {
+	if p := t.Protocols; p != nil {
 		return *p
 	}
 	var p http.Protocols
@@ -536,8 +534,12 @@ func (t *Transport) alpn(tg *target) []string {
 		return []string{"h2", "http/1.1"}
 	case p.HTTP2():
 		return []string{"h2"}
+	case p.HTTP1():
+		return []string{"http/1.1"}
 	}
-	return []string{"http/1.1"}
+	// Neither (Protocols: unencrypted HTTP/2 alone): as net/http, no ALPN, and the
+	// connection speaks HTTP/1.1.
+	return nil
 }
 
 // h2c reports whether http:// requests go straight to the server as unencrypted HTTP/2:
@@ -567,25 +569,13 @@ func (t *Transport) shareDials(key poolKey) bool {
 }
 
 // wantH2 reports whether a new connection to tg over top speaks HTTP/2: the server chose
-// h2 in the TLS handshake, or unencrypted HTTP/2 is on for http://. It fails when the
-// connection can speak none of the transport's protocols.
-func (t *Transport) wantH2(tg *target, top net.Conn) (bool, error) {
-	p := t.cfg.protocols
+// h2 in the TLS handshake, or unencrypted HTTP/2 is on for http://. Otherwise the
+// connection speaks HTTP/1.1, even if Protocols leaves HTTP/1 out: net/http does the same
+// (Protocols with HTTP/2 alone offers h2 in ALPN, and a server that chooses nothing gets
+// HTTP/1.1; with unencrypted HTTP/2 alone, https:// and its proxies speak HTTP/1.1).
+func (t *Transport) wantH2(tg *target, top net.Conn) bool {
 	if tc, ok := top.(*tls.Conn); ok && tg.scheme == "https" {
-		proto := tc.ConnectionState().NegotiatedProtocol
-		switch {
-		case proto == "h2":
-			return true, nil
-		case !p.HTTP1():
-			return false, fmt.Errorf("server chose %q, not h2, and HTTP/1 is off", proto)
-		}
-		return false, nil
+		return tc.ConnectionState().NegotiatedProtocol == "h2"
 	}
-	if tg.scheme == "http" && tg.proxyURL == nil && t.h2c() && !tg.h1Only {
-		return true, nil
-	}
-	if !p.HTTP1() {
-		return false, errors.New("HTTP/1 is off and no other protocol serves this request")
-	}
-	return false, nil
+	return tg.scheme == "http" && tg.proxyURL == nil && t.h2c() && !tg.h1Only
 }

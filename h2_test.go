@@ -483,6 +483,46 @@ func TestH2Protocols(t *testing.T) {
 			t.Errorf("goodbyes: GOAWAY %v, FIN %v, close_notify %v; want GOAWAY and FIN", r.GoAwaySent, r.FINSent, r.CloseNotifySent)
 		}
 	})
+	// Where the server can't speak what the set asks, net/http speaks HTTP/1.1: so does
+	// endwell, side by side with it.
+	t.Run("fallbacks to HTTP/1.1 as net/http", func(t *testing.T) {
+		h2c := func() *http.Protocols { p := new(http.Protocols); p.SetUnencryptedHTTP2(true); return p }
+		cert := h2TestCert(t)
+		proto := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, r.Proto) })
+		h2srv, _ := h2Server(t, 0, proto)
+		plain := httptest.NewServer(proto)
+		defer plain.Close()
+		// A TLS server that does no ALPN at all: it chooses nothing, whatever is offered.
+		ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: cert.server.Certificates})
+		if err != nil {
+			t.Fatal(err)
+		}
+		noALPN := &http.Server{Handler: proto}
+		go noALPN.Serve(ln)
+		defer noALPN.Close()
+		noALPNURL := "https://" + ln.Addr().String()
+		cases := []struct {
+			name      string
+			protocols *http.Protocols
+			url       string
+		}{
+			{"UnencryptedHTTP2 alone, https:// to an HTTP/2 server", h2c(), h2srv.URL},
+			{"HTTP2 alone, http://", h2only(), plain.URL},
+			{"HTTP2 alone, a TLS server without ALPN", h2only(), noALPNURL},
+			{"empty set, https:// to an HTTP/2 server", new(http.Protocols), h2srv.URL},
+		}
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				nt := &http.Transport{TLSClientConfig: cert.client.Clone(), Protocols: tc.protocols}
+				defer nt.CloseIdleConnections()
+				want := h2Get(t, nt, tc.url)
+				tr, _ := h2Transport(t, &Transport{Protocols: tc.protocols})
+				if got := h2Get(t, tr, tc.url); got != want || got != "HTTP/1.1" {
+					t.Errorf("endwell spoke %s, net/http %s; want HTTP/1.1 from both", got, want)
+				}
+			})
+		}
+	})
 	t.Run("HTTP2 only against an HTTP/1.1 server", func(t *testing.T) {
 		srv := httptest.NewUnstartedServer(http.NotFoundHandler())
 		srv.TLS = &tls.Config{Certificates: h2TestCert(t).server.Certificates, NextProtos: []string{"http/1.1"}}

@@ -187,11 +187,13 @@ type Transport struct {
 	MaxDrainBytes int64
 	MaxDrainTime  time.Duration
 
-	// Protocols says which protocols the transport speaks, as in [http.Transport]. Nil (or
-	// an empty set) means HTTP/1.1 and HTTP/2: over TLS, ALPN offers "h2" and "http/1.1"
-	// and the server chooses. With HTTP2 alone, a server that does not choose h2 fails the
-	// dial. With UnencryptedHTTP2 and not HTTP1, http:// requests without a proxy speak
-	// HTTP/2 over TCP (prior knowledge). An HTTP/2 connection serves as many requests at
+	// Protocols says which protocols the transport speaks, as in [http.Transport]. Nil
+	// means HTTP/1.1 and HTTP/2 (see TLSNextProto): over TLS, ALPN offers "h2" and
+	// "http/1.1" and the server chooses. Over TLS, ALPN offers the set's HTTP1 and HTTP2
+	// (nothing if it has neither); a connection whose server does not choose h2 speaks
+	// HTTP/1.1, even if the set leaves HTTP1 out, as net/http's. With UnencryptedHTTP2 and
+	// not HTTP1, http:// requests without a proxy speak HTTP/2 over TCP (prior knowledge);
+	// other http:// requests speak HTTP/1.1. An HTTP/2 connection serves as many requests at
 	// once as the server's MAX_CONCURRENT_STREAMS allows; requests over it dial another.
 	Protocols *http.Protocols
 
