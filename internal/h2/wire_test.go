@@ -3,6 +3,7 @@ package h2
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -137,5 +138,72 @@ func TestH2WireGoAwayBoundedByBlockedWrite(t *testing.T) {
 		}
 		cside.Close()
 		<-writeDone
+	})
+}
+
+// FuzzH2FrameScanner feeds the frame scanner what a hostile server may send, cut into reads
+// of any sizes: it never panics, reports exactly the frames a whole-buffer parse finds
+// (type, flags, stream, length, first payload bytes), and never changes what it reads;
+// the wire's own bookkeeping of the server's frames (flow control, GOAWAY, resets) runs
+// over the same bytes without panicking.
+func FuzzH2FrameScanner(f *testing.F) {
+	var seed bytes.Buffer
+	fr := http2.NewFramer(&seed, nil)
+	fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 20}, http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: 3})
+	fr.WriteWindowUpdate(0, 1<<30)
+	fr.WriteData(1, true, []byte("hello"))
+	fr.WriteRSTStream(3, http2.ErrCodeProtocol)
+	fr.WriteGoAway(5, http2.ErrCodeEnhanceYourCalm, []byte("bye"))
+	f.Add(seed.Bytes(), []byte{1, 7, 3})
+	f.Add([]byte{0, 0, 5, frameSettings, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5}, []byte{2})
+	f.Add([]byte{0xff, 0xff, 0xff, frameGoAway, 0xff, 0xff, 0xff, 0xff, 0xff}, []byte{0})
+	f.Fuzz(func(t *testing.T, in, cuts []byte) {
+		type frame struct {
+			typ, flags byte
+			stream     uint32
+			length     int
+			head       string
+		}
+		// The reference: the frames of the whole buffer, parsed at once. A frame whose
+		// payload is cut short is reported once its first 8 payload bytes are in (or
+		// never, if fewer arrive).
+		var want []frame
+		for i := 0; i+frameHeaderLen <= len(in); {
+			h := in[i : i+frameHeaderLen]
+			length := int(h[0])<<16 | int(h[1])<<8 | int(h[2])
+			payload := in[i+frameHeaderLen : min(i+frameHeaderLen+length, len(in))]
+			if len(payload) >= 8 || len(payload) == length {
+				want = append(want, frame{h[3], h[4], binary.BigEndian.Uint32(h[5:9]) & (1<<31 - 1), length, string(payload[:min(8, len(payload))])})
+			}
+			i += frameHeaderLen + length
+		}
+		var got []frame
+		s := frameScanner{}
+		s.onFrame = func(typ, flags byte, head []byte) {
+			got = append(got, frame{typ, flags, s.streamID(), s.length(), string(head)})
+		}
+		var settings int
+		s.onSetting = func(id uint16, val uint32) { settings++ }
+		w := newWire(nil)
+		orig := bytes.Clone(in)
+		for i, k := 0, 0; i < len(in); k++ {
+			n := len(in) - i
+			if len(cuts) > 0 {
+				n = min(n, int(cuts[k%len(cuts)])+1)
+			}
+			p := in[i : i+n]
+			if out := s.scan(p, false, nil); !bytes.Equal(out, p) {
+				t.Fatalf("scan changed what it read")
+			}
+			w.in.scan(p, false, nil)
+			i += n
+		}
+		if !bytes.Equal(in, orig) {
+			t.Fatalf("scan modified its input")
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("frames:\n got %v\nwant %v", got, want)
+		}
+		w.flow.broken()
 	})
 }
