@@ -1,6 +1,8 @@
 package endwell_test
 
 import (
+	"bytes"
+	"compress/gzip"
 	"errors"
 	"fmt"
 	"io"
@@ -112,5 +114,42 @@ func TestDefaultUserAgent(t *testing.T) {
 	req.Header["User-Agent"] = []string{""}
 	if _, got := do(t, c, req); got != `[]` {
 		t.Errorf("empty: got %s, want none", got)
+	}
+}
+
+// TestGzipReadAfterClose: a transparently decompressed body read after Close fails at
+// once, as net/http's, though the decompressor still holds some of it.
+func TestGzipReadAfterClose(t *testing.T) {
+	var zbuf bytes.Buffer
+	zw := gzip.NewWriter(&zbuf)
+	zw.Write(bytes.Repeat([]byte("0123456789"), 100_000))
+	zw.Close()
+	for _, f := range tortureFlavors[:2] {
+		t.Run(f.name, func(t *testing.T) {
+			url, tr := f.start(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Encoding", "gzip")
+				w.Write(zbuf.Bytes())
+			}))
+			for _, rt := range []http.RoundTripper{&http.Transport{TLSClientConfig: tr.TLSClientConfig}, tr} {
+				resp, err := (&http.Client{Transport: rt}).Get(url)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !resp.Uncompressed {
+					t.Fatalf("%T: not decompressed", rt)
+				}
+				if _, err := io.ReadFull(resp.Body, make([]byte, 10)); err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				n, err := resp.Body.Read(make([]byte, 1000))
+				if n != 0 || err == nil || err == io.EOF {
+					t.Errorf("%T: Read after Close: %d bytes, %v; want 0 and an error", rt, n, err)
+				}
+				if _, ok := rt.(*endwell.Transport); ok && !errors.Is(err, endwell.ErrBodyClosed) {
+					t.Errorf("Read after Close: %v, want ErrBodyClosed", err)
+				}
+			}
+		})
 	}
 }

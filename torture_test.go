@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"runtime"
 	"sort"
 	"strings"
@@ -688,5 +689,71 @@ func TestH1RequestBodyError(t *testing.T) {
 	}
 	if _, err := tr.RoundTrip(req); err != errBroken {
 		t.Errorf("RoundTrip: got %v (%T), want the body's own error, %v", err, err, errBroken)
+	}
+}
+
+// TestH1CloseRacingFinalRead: a body's Close from another goroutine that crosses the Read
+// that met the body's end must not abort the connection: that Read gave it back to the
+// pool, and another request may be using it. The PutIdleConn hook, which runs in the
+// final Read once the connection is back (under the body's lock), holds the window open
+// until a waiting request has the connection and the Close has run.
+func TestH1CloseRacingFinalRead(t *testing.T) {
+	for _, f := range tortureFlavors[:2] {
+		t.Run(f.name, func(t *testing.T) {
+			checkLeaks(t)
+			mux := http.NewServeMux()
+			mux.HandleFunc("/a", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "hello") })
+			mux.HandleFunc("/c", func(w http.ResponseWriter, r *http.Request) {
+				time.Sleep(50 * time.Millisecond)
+				io.WriteString(w, "c-ok")
+			})
+			url, tr := f.start(t, mux)
+			tr.MaxConnsPerHost = 1
+
+			var resp *http.Response
+			cGot := make(chan struct{})
+			var once sync.Once
+			trace := &httptrace.ClientTrace{PutIdleConn: func(error) {
+				once.Do(func() {
+					select {
+					case <-cGot:
+					case <-time.After(5 * time.Second):
+						t.Error("the waiting request never got the connection")
+					}
+					closed := make(chan struct{})
+					go func() { resp.Body.Close(); close(closed) }()
+					<-closed
+				})
+			}}
+			reqA, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), "GET", url+"/a", nil)
+			var err error
+			if resp, err = tr.RoundTrip(reqA); err != nil {
+				t.Fatal(err)
+			}
+			cErr := make(chan error, 1)
+			go func() {
+				ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+					GotConn: func(httptrace.GotConnInfo) { close(cGot) },
+				})
+				reqC, _ := http.NewRequestWithContext(ctx, "GET", url+"/c", nil)
+				r, err := tr.RoundTrip(reqC)
+				if err == nil {
+					var b []byte
+					b, err = io.ReadAll(r.Body)
+					r.Body.Close()
+					if err == nil && string(b) != "c-ok" {
+						err = fmt.Errorf("body %q", b)
+					}
+				}
+				cErr <- err
+			}()
+			time.Sleep(20 * time.Millisecond) // the second request waits for the connection
+			if b, err := io.ReadAll(resp.Body); err != nil || string(b) != "hello" {
+				t.Fatalf("first body: %q, %v", b, err)
+			}
+			if err := <-cErr; err != nil {
+				t.Errorf("the request that took the connection failed: %v (closes %v)", err, tr.Stats().Closes)
+			}
+		})
 	}
 }

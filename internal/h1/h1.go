@@ -49,6 +49,11 @@ type exchange struct {
 	header     proto.HeaderWait // ResponseHeaderTimeout's timer
 	noReuse    bool             // the connection must not be reused after this exchange
 	released   atomic.Bool      // release was called
+	// claim settles a race between the response's end and a concurrent Close of its
+	// body: finish claims the exchange for its ending (claimFinish), a Close that finds a
+	// Read under way claims it for an abort (claimClose). The first wins: a Close never
+	// aborts a connection that finish gave back, which another request may be using.
+	claim atomic.Int32
 
 	// The response and its body live here, so that a request costs one allocation for
 	// all of them (the header's aside): parsed is the response when parseBuffered read
@@ -703,10 +708,25 @@ func (ex *exchange) deliver(resp *http.Response) (*http.Response, error) {
 	return resp, nil
 }
 
+// The claims on an exchange's ending (exchange.claim).
+const (
+	claimNone   int32 = iota
+	claimFinish       // finish ends the exchange
+	claimClose        // a body's Close aborts the connection
+)
+
 // finish ends the exchange after the whole response was read: the connection goes back to
 // the pool, or closes gracefully when it may not be reused.
 func (ex *exchange) finish() {
 	c := ex.c
+	if !ex.claim.CompareAndSwap(claimNone, claimFinish) {
+		// The body's Close, from another goroutine, got there first: it is aborting the
+		// connection (and may not have got to it yet). Abort here too (the first call
+		// decides): the connection is never handed back.
+		c.abort(proto.ErrBodyClosed)
+		ex.release(c.owner.Cause())
+		return
+	}
 	if ex.stopCtx != nil && !ex.stopCtx() {
 		// The context ended first: its AfterFunc is aborting the connection, and may not
 		// have got to it yet. Abort here too (the first call decides), so that the
@@ -1004,7 +1024,12 @@ func (b *body) Close() error {
 	}
 	if !b.mu.TryLock() {
 		// A Read holds the lock, blocked on the connection (or about to return): the
-		// exchange is its own. Abort, which unblocks it, and touch nothing else.
+		// exchange is its own. Abort, which unblocks it, and touch nothing else; unless
+		// the Read met the body's end and finish claimed the exchange: the connection
+		// is then back in the pool, or on its way, and no longer this body's to abort.
+		if !b.ex.claim.CompareAndSwap(claimNone, claimClose) {
+			return nil
+		}
 		b.ex.c.abort(proto.ErrBodyClosed)
 		// The finisher: it ends the exchange once the Read lets go of the lock, in case
 		// no Read does it (one that returned data read before the abort). It exits then;
@@ -1055,6 +1080,11 @@ type gzipBody struct {
 }
 
 func (g *gzipBody) Read(p []byte) (int, error) {
+	if g.body.closing.Load() {
+		// Closed: the decompressor may hold more of the body, which is not the
+		// caller's any more (as net/http's, a Read after Close fails).
+		return 0, proto.ErrBodyClosed
+	}
 	if g.zr == nil && g.zerr == nil {
 		g.zr, g.zerr = gzip.NewReader(g.body)
 	}
