@@ -61,7 +61,7 @@ func NotSent(err error) bool {
 }
 
 // notSentError is the error of a request whose context ended while it waited for a
-// connection: the context's error, same message, matching it with errors.Is, and
+// connection: the context's cause (its error, unless it was cancelled with a cause), same message, matching it with errors.Is, and
 // ErrNotSent too (so that RetryPolicy may send it again whatever its method).
 type notSentError struct{ err error }
 

@@ -1,11 +1,15 @@
 package endwell_test
 
 import (
+	"context"
 	"errors"
+	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/endwell/endwell"
 	"github.com/endwell/endwell/internal/witness"
@@ -73,4 +77,74 @@ func chainTypes(err error) string {
 		s += reflect.TypeOf(err).String() + " > "
 	}
 	return s
+}
+
+// TestContextCauseAsNetHTTP: a request whose context is cancelled with a cause of its own
+// (while it waits for the headers, while its body is read, during the TLS handshake)
+// fails with that cause over HTTP/1, as net/http's; the connection's ending is still
+// classified by the context's error.
+func TestContextCauseAsNetHTTP(t *testing.T) {
+	checkLeaks(t)
+	stall := make(chan struct{})
+	defer close(stall)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/body" {
+			w.Write([]byte("part"))
+			w.(http.Flusher).Flush()
+		}
+		select {
+		case <-stall:
+		case <-r.Context().Done():
+		}
+	})
+	// A TLS server that never answers the handshake.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		var held []net.Conn
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	for _, f := range tortureFlavors[:2] {
+		url, tr := f.start(t, h)
+		for _, tc := range []struct{ name, url string }{
+			{"headers", url + "/"},
+			{"body", url + "/body"},
+			{"TLS handshake", "https://" + ln.Addr().String() + "/"},
+		} {
+			t.Run(f.name+"/"+tc.name, func(t *testing.T) {
+				cause := errors.New("the caller's own cause")
+				for _, rt := range []http.RoundTripper{&http.Transport{TLSClientConfig: tr.TLSClientConfig}, tr} {
+					ctx, cancel := context.WithCancelCause(context.Background())
+					time.AfterFunc(50*time.Millisecond, func() { cancel(cause) })
+					req, _ := http.NewRequestWithContext(ctx, "GET", tc.url, nil)
+					resp, err := rt.RoundTrip(req)
+					if err == nil {
+						_, err = io.ReadAll(resp.Body)
+						resp.Body.Close()
+					}
+					if !errors.Is(err, cause) || errors.Is(err, context.Canceled) {
+						t.Errorf("%T: %v; want the context's cause, not context.Canceled", rt, err)
+					}
+					cancel(nil)
+				}
+			})
+		}
+		if got := tr.Stats().Closes; got[endwell.CloseKey{Mode: "abort", Reason: "context_canceled", Outcome: "aborted"}] == 0 {
+			t.Errorf("%s: closes %v, want aborts for context_canceled", f.name, got)
+		}
+	}
 }

@@ -475,8 +475,9 @@ func (t *Transport) getConn(ctx context.Context, key poolKey, u *url.URL, trace 
 func (t *Transport) getConnErr(ctx context.Context, err error) error {
 	if ctx.Err() != nil && (errors.Is(err, ctx.Err()) || errors.Is(err, context.Cause(ctx))) {
 		// The request ended while it waited for a connection (a dial, a handshake, the
-		// server's SETTINGS): nothing of it was sent.
-		return &notSentError{ctx.Err()}
+		// server's SETTINGS): nothing of it was sent. Its error is the context's cause,
+		// as net/http's.
+		return &notSentError{context.Cause(ctx)}
 	}
 	if errors.Is(err, pool.ErrClosed) {
 		return t.closedErr()

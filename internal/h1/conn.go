@@ -171,9 +171,9 @@ func (c *Conn) writtenSince(mark int64) int64 { return c.nwritten.Load() - mark 
 // caller should see: why the connection was ended, if it was.
 func (c *Conn) requestErr(err error) error {
 	if cause := c.owner.Cause(); cause != nil {
-		return cause
+		return proto.RequestErr(cause)
 	}
-	return err
+	return proto.RequestErr(err)
 }
 
 // bodyWriter writes a request body in a goroutine of its own, so that the response can be

@@ -76,7 +76,7 @@ func (c *Conn) RoundTrip(req *http.Request, trace *httptrace.ClientTrace) (*http
 	}
 	if ex.ctx.Done() != nil {
 		ex.stopCtx = context.AfterFunc(ex.ctx, func() {
-			c.abort(ex.ctx.Err())
+			c.abort(proto.CtxEnded(ex.ctx))
 		})
 	}
 	ex.gzip = !c.cfg.DisableCompression && req.Method != http.MethodHead &&
@@ -732,7 +732,7 @@ func (ex *exchange) finish() {
 		// have got to it yet. Abort here too (the first call decides), so that the
 		// connection is never handed back to the pool, where the next request would
 		// fail with this request's cancellation.
-		c.abort(ex.ctx.Err())
+		c.abort(proto.CtxEnded(ex.ctx))
 		ex.release(c.owner.Cause())
 		return
 	}
@@ -800,7 +800,7 @@ func (ex *exchange) release(err error) {
 // (see checkSwitch) is a malformed response: the connection is aborted.
 func (ex *exchange) switchProtocols(resp *http.Response) (*http.Response, error) {
 	if ex.stopCtx != nil && !ex.stopCtx() {
-		return nil, ex.fail(ex.ctx.Err())
+		return nil, ex.fail(proto.CtxEnded(ex.ctx))
 	}
 	if err := checkSwitch(ex.req, resp); err != nil {
 		return nil, ex.fail(&proto.ProtocolError{Err: err})

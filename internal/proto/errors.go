@@ -128,3 +128,34 @@ func (e *StreamError) Is(target error) bool {
 // first frames (HTTP/2) or before the request could go out (HTTP/3): it takes no stream,
 // the request was not sent (RoundTrip tries once more on another connection).
 var ErrGoAwayAtOnce = errors.New("server sent GOAWAY at once")
+
+// CtxDone is the cause a connection is aborted with when a request's context ended with a
+// cause of its own (context.WithCancelCause, WithTimeoutCause): it says, and matches, the
+// context's error, which classifies the ending (context_canceled, timeout), and carries
+// the cause, which the request returns, as net/http's HTTP/1 does (see RequestErr).
+type CtxDone struct {
+	Err   error // ctx.Err()
+	Cause error // context.Cause(ctx), not Err
+}
+
+func (e *CtxDone) Error() string { return e.Err.Error() }
+func (e *CtxDone) Unwrap() error { return e.Err }
+
+// CtxEnded returns what a connection is aborted with when ctx ended: ctx.Err(), or a
+// *CtxDone when ctx has a cause of its own.
+func CtxEnded(ctx context.Context) error {
+	err := ctx.Err()
+	if cause := context.Cause(ctx); cause != nil && cause != err {
+		return &CtxDone{Err: err, Cause: cause}
+	}
+	return err
+}
+
+// RequestErr returns what a request returns for err, the cause a connection was ended
+// with: the context's cause for a *CtxDone, else err.
+func RequestErr(err error) error {
+	if cd, ok := err.(*CtxDone); ok {
+		return cd.Cause
+	}
+	return err
+}
