@@ -61,8 +61,9 @@ func NotSent(err error) bool {
 }
 
 // notSentError is the error of a request whose context ended while it waited for a
-// connection: the context's cause (its error, unless it was cancelled with a cause), same message, matching it with errors.Is, and
-// ErrNotSent too (so that RetryPolicy may send it again whatever its method).
+// connection: the context's cause (its error, unless it ended with a cause of its own),
+// same message, matching it with errors.Is, and ErrNotSent too (so that RetryPolicy may
+// send it again whatever its method).
 type notSentError struct{ err error }
 
 func (e *notSentError) Error() string        { return e.err.Error() }
