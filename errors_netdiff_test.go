@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -145,6 +146,48 @@ func TestContextCauseAsNetHTTP(t *testing.T) {
 		}
 		if got := tr.Stats().Closes; got[endwell.CloseKey{Mode: "abort", Reason: "context_canceled", Outcome: "aborted"}] == 0 {
 			t.Errorf("%s: closes %v, want aborts for context_canceled", f.name, got)
+		}
+	}
+}
+
+// TestClientTimeoutMessage: http.Client's Timeout names itself in the error, as with
+// net/http's Transport, whether the headers or the body were late, on every protocol:
+// the Client marks its timeout on a timer of its own, which endwell's deadline error
+// waits for.
+func TestClientTimeoutMessage(t *testing.T) {
+	checkLeaks(t)
+	stall := make(chan struct{})
+	defer close(stall)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/body" {
+			w.Write([]byte("part"))
+			w.(http.Flusher).Flush()
+		}
+		select {
+		case <-stall:
+		case <-r.Context().Done():
+		}
+	})
+	for _, f := range tortureFlavors {
+		url, tr := f.start(t, h)
+		for _, tc := range []struct{ path, want string }{
+			{"/", "Client.Timeout exceeded while awaiting headers"},
+			{"/body", "Client.Timeout or context cancellation while reading body"},
+		} {
+			t.Run(f.name+tc.path, func(t *testing.T) {
+				c := &http.Client{Transport: tr, Timeout: 60 * time.Millisecond}
+				for range 4 {
+					resp, err := c.Get(url + tc.path)
+					if err == nil {
+						_, err = io.ReadAll(resp.Body)
+						resp.Body.Close()
+					}
+					var ne net.Error
+					if err == nil || !strings.Contains(err.Error(), tc.want) || !errors.As(err, &ne) || !ne.Timeout() {
+						t.Fatalf("error %v; want a timeout saying %q", err, tc.want)
+					}
+				}
+			})
 		}
 	}
 }

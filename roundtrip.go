@@ -23,6 +23,14 @@ import (
 // RoundTrip implements [http.RoundTripper]. It does not modify req; it closes req.Body,
 // possibly after returning.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.roundTrip(req)
+	if err != nil && req.Cancel != nil {
+		proto.AwaitClientTimer(req, err) // http.Client's Timeout: see there
+	}
+	return resp, err
+}
+
+func (t *Transport) roundTrip(req *http.Request) (*http.Response, error) {
 	t.init()
 	if m := t.altProto.Load(); m != nil && req.URL != nil {
 		if rt := (*m)[req.URL.Scheme]; rt != nil {

@@ -1000,6 +1000,7 @@ func (b *body) Read(p []byte) (int, error) {
 		}
 		err = b.ex.fail(err)
 		b.done, b.err = true, err
+		proto.AwaitClientTimer(b.ex.req, err)
 	}
 	return n, err
 }

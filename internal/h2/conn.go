@@ -381,7 +381,7 @@ func (h *Conn) RoundTrip(req *http.Request) (*http.Response, error) {
 		h.owner.Unshare()
 	}
 	// The stream and its body come in one allocation.
-	body := &h2Body{stream: h2Stream{h: h}}
+	body := &h2Body{stream: h2Stream{h: h, req: req}}
 	s := &body.stream
 	if d := h.cfg.ResponseHeaderTimeout; d > 0 {
 		// As net/http's, the timeout runs from the end of the request's writing, its
@@ -452,6 +452,7 @@ var xnetNoBodyType, xnetBodyType atomic.Value
 // h2Stream is one request's use of an HTTP/2 connection.
 type h2Stream struct {
 	h        *Conn
+	req      *http.Request           // the caller's
 	cancel   context.CancelCauseFunc // ends the request's header-timeout context; nil if none
 	released atomic.Bool
 
@@ -618,6 +619,7 @@ func (b *h2Body) Read(p []byte) (int, error) {
 			err = proto.ErrBodyClosed
 		case err != io.EOF:
 			err = b.s.streamErr(err)
+			proto.AwaitClientTimer(b.s.req, err)
 		}
 		b.s.release()
 	}

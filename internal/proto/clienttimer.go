@@ -1,0 +1,39 @@
+package proto
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+)
+
+// AwaitClientTimer lets http.Client see its own Timeout in a request's deadline error.
+//
+// http.Client runs a request with a Timeout through a transport it does not know (any but
+// net/http's) under two clocks at the same deadline: the request's context, and a timer of
+// its own which marks the timeout, then closes req.Cancel. Only a marked timeout gets its
+// message, "(Client.Timeout exceeded while awaiting headers)" or "(Client.Timeout or
+// context cancellation while reading body)". endwell answers the context at once, often
+// before the Client's timer has run: for a deadline error of a request that has
+// req.Cancel, it waits for req.Cancel to close, briefly (clientTimerWait): the Client's
+// timer, due at the same instant, needs only to be scheduled. A deadline of the caller's
+// own, earlier than the Client's, costs that wait.
+func AwaitClientTimer(req *http.Request, err error) {
+	if req == nil || req.Cancel == nil || err == nil || !errors.Is(err, context.DeadlineExceeded) {
+		return
+	}
+	select {
+	case <-req.Cancel:
+		return
+	default:
+	}
+	timer := time.NewTimer(clientTimerWait)
+	defer timer.Stop()
+	select {
+	case <-req.Cancel:
+	case <-timer.C:
+	}
+}
+
+// clientTimerWait bounds AwaitClientTimer's wait.
+const clientTimerWait = 50 * time.Millisecond
