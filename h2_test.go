@@ -2,6 +2,7 @@ package endwell
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -805,6 +806,49 @@ func TestResponseHeaderTimeoutAfterUpload(t *testing.T) {
 			}
 			if err := tr.Shutdown(boundedContext(t)); err != nil {
 				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// TestH2ShortBodyUnexpectedEOF: an HTTP/2 body cut short (END_STREAM before its
+// Content-Length, a truncated gzip stream) fails with io.ErrUnexpectedEOF itself, as
+// net/http's HTTP/2 and endwell's HTTP/1.1: not an error that claims the server closed
+// the connection.
+func TestH2ShortBodyUnexpectedEOF(t *testing.T) {
+	var zbuf bytes.Buffer
+	zw := gzip.NewWriter(&zbuf)
+	zw.Write([]byte("hello gzip"))
+	zw.Close()
+	cases := map[string]http.HandlerFunc{
+		"truncated gzip": func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Encoding", "gzip")
+			w.Write(zbuf.Bytes()[:12])
+		},
+		"short of Content-Length": func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Length", "100")
+			w.Write([]byte("hello"))
+		},
+	}
+	for name, h := range cases {
+		t.Run(name, func(t *testing.T) {
+			srv, _ := h2Server(t, 0, h)
+			nt := &http.Transport{TLSClientConfig: h2TestCert(t).client, ForceAttemptHTTP2: true}
+			defer nt.CloseIdleConnections()
+			tr, _ := h2Transport(t, &Transport{})
+			for _, rt := range []http.RoundTripper{nt, tr} {
+				resp, err := rt.RoundTrip(mustGet(t, srv.URL))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if resp.ProtoMajor != 2 {
+					t.Fatalf("%T: %s", rt, resp.Proto)
+				}
+				_, err = io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != io.ErrUnexpectedEOF {
+					t.Errorf("%T: body error %v (%T), want io.ErrUnexpectedEOF itself", rt, err, err)
+				}
 			}
 		})
 	}

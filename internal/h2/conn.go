@@ -617,6 +617,10 @@ func (b *h2Body) Read(p []byte) (int, error) {
 		case b.closed.Load():
 			// A Close while this Read was blocked: x/net's own error says the same.
 			err = proto.ErrBodyClosed
+		case err == io.ErrUnexpectedEOF && b.s.h.owner.Cause() == nil:
+			// A body cut short (END_STREAM before its Content-Length, a truncated gzip
+			// stream, the connection's end): io.ErrUnexpectedEOF itself, as net/http's
+			// and endwell's HTTP/1.1.
 		case err != io.EOF:
 			err = b.s.streamErr(err)
 			proto.AwaitClientTimer(b.s.req, err)
