@@ -286,7 +286,8 @@ func (t *Transport) handshake(ctx context.Context, c net.Conn, serverName string
 	return tc, nil
 }
 
-var errTLSHandshakeTimeout error = &timeoutError{Msg: "TLS handshake timeout"}
+// errTLSHandshakeTimeout says net/http's words: callers match them.
+var errTLSHandshakeTimeout error = &timeoutError{Msg: "net/http: TLS handshake timeout"}
 
 func (t *Transport) tlsConfig(serverName string, alpn []string) *tls.Config {
 	var cfg *tls.Config

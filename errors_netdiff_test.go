@@ -191,3 +191,38 @@ func TestClientTimeoutMessage(t *testing.T) {
 		}
 	}
 }
+
+// TestTLSHandshakeTimeoutAsNetHTTP: a server that never answers the TLS handshake fails
+// the request at TLSHandshakeTimeout with net/http's message, a timeout, not sent.
+func TestTLSHandshakeTimeoutAsNetHTTP(t *testing.T) {
+	checkLeaks(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { <-done; c.Close() }()
+		}
+	}()
+	target := "https://" + ln.Addr().String() + "/"
+	nt := &http.Transport{TLSHandshakeTimeout: 100 * time.Millisecond}
+	et := newTransport(t, &endwell.Transport{TLSHandshakeTimeout: 100 * time.Millisecond})
+	_, nerr := (&http.Client{Transport: nt}).Get(target)
+	_, eerr := (&http.Client{Transport: et}).Get(target)
+	var want, got *url.Error
+	if !errors.As(nerr, &want) || !errors.As(eerr, &got) {
+		t.Fatalf("errors: net/http %v, endwell %v; want both *url.Error", nerr, eerr)
+	}
+	if got.Err.Error() != want.Err.Error() || !got.Timeout() || !endwell.NotSent(eerr) {
+		t.Errorf("endwell: %q (timeout %v, not sent %v); want net/http's %q, a timeout, not sent",
+			got.Err.Error(), got.Timeout(), endwell.NotSent(eerr), want.Err.Error())
+	}
+}
