@@ -24,7 +24,7 @@ import (
 // possibly after returning.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.roundTrip(req)
-	if err != nil && req.Cancel != nil {
+	if err != nil {
 		proto.AwaitClientTimer(req, err) // http.Client's Timeout: see there
 	}
 	return resp, err

@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 http.Client closes the deprecated Request.Cancel for transports it does not know: its timeout is told by it
+
 package proto
 
 import (
