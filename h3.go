@@ -181,7 +181,7 @@ func (h *h3Conn) roundTrip(req *http.Request) (*http.Response, error) {
 	pc := h.pc
 	t := pc.t
 	orig := req
-	body := &h3Body{h: h}
+	body := &h3Body{h: h, req: req}
 	if d := t.cfg.responseHeaderTimeout; d > 0 {
 		ctx, cancel := context.WithCancelCause(req.Context())
 		body.cancel = cancel
@@ -233,6 +233,7 @@ func (e *h3Error) Is(target error) bool { return e.notSent && target == ErrNotSe
 // when it ends.
 type h3Body struct {
 	h        *h3Conn
+	req      *http.Request // the caller's
 	rc       io.ReadCloser
 	cancel   context.CancelCauseFunc // ends the header-timeout context; nil if none
 	released atomic.Bool
@@ -252,6 +253,7 @@ func (b *h3Body) Read(p []byte) (int, error) {
 			if cause := b.h.pc.Cause(); cause != nil {
 				err = cause
 			}
+			proto.AwaitClientTimer(b.req, err)
 		}
 		b.release()
 	}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+	"strings"
 	"testing"
 	"time"
 
@@ -45,6 +46,12 @@ func startH3Server(t testing.TB) *h3Server {
 	})
 	mux.HandleFunc("/large", func(w http.ResponseWriter, r *http.Request) {
 		w.Write(make([]byte, 1<<20))
+	})
+	mux.HandleFunc("/stall", func(w http.ResponseWriter, r *http.Request) {
+		// Part of a body, then nothing until the client goes away.
+		w.Write([]byte("part"))
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
 	})
 	s.srv = &http3.Server{Handler: mux}
 	tlsConf := http3.ConfigureTLSConfig(h2TestCert(t).server.Clone())
@@ -250,5 +257,25 @@ func TestH3OnlyRefusesProxy(t *testing.T) {
 	var re *RequestError
 	if !errors.As(err, &re) {
 		t.Errorf("got %v, want a *RequestError", err)
+	}
+}
+
+// TestH3ClientTimeoutMessage: http.Client's Timeout names itself in the error of an
+// HTTP/3 body read past it, as over HTTP/1.1 and HTTP/2 (TestClientTimeoutMessage).
+func TestH3ClientTimeoutMessage(t *testing.T) {
+	h2CheckLeaks(t)
+	s := startH3Server(t)
+	tr, _ := h3Transport(t, &Transport{})
+	c := &http.Client{Transport: tr, Timeout: 150 * time.Millisecond}
+	for range 4 {
+		resp, err := c.Get(s.url("/stall"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if want := "Client.Timeout or context cancellation while reading body"; err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("body error %v; want one saying %q", err, want)
+		}
 	}
 }
