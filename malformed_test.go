@@ -52,6 +52,7 @@ func TestMalformedResponses(t *testing.T) {
 		inBody    bool // the error comes from the body's Read
 		wantProto bool // the error is a *endwell.ProtocolError
 		wantIs    error
+		wantText  string // the error says this, as net/http's does
 	}{
 		{name: "bad status line", resp: "HTTP/1.1 abc OK\r\nContent-Length: 0\r\n\r\n", wantProto: true},
 		{name: "bad status version", resp: "HTTX/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", wantProto: true},
@@ -62,8 +63,8 @@ func TestMalformedResponses(t *testing.T) {
 		{name: "broken chunked framing", resp: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nzz\r\nabc\r\n0\r\n\r\n", inBody: true, wantProto: true},
 		{name: "truncated chunked body", resp: "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\nabc", close: true, inBody: true, wantIs: io.ErrUnexpectedEOF},
 		{name: "truncated Content-Length body", resp: "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", close: true, inBody: true, wantIs: io.ErrUnexpectedEOF},
-		{name: "truncated header line", resp: "HTTP/1.1 200 OK\r\nContent-Len", close: true, wantIs: io.ErrUnexpectedEOF},
-		{name: "truncated header block", resp: "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n", close: true, wantIs: io.ErrUnexpectedEOF},
+		{name: "truncated header line", resp: "HTTP/1.1 200 OK\r\nContent-Len", close: true, wantIs: io.ErrUnexpectedEOF, wantText: "net/http: HTTP/1.x transport connection broken: unexpected EOF"},
+		{name: "truncated header block", resp: "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n", close: true, wantIs: io.ErrUnexpectedEOF, wantText: "net/http: HTTP/1.x transport connection broken: unexpected EOF"},
 		{name: "closed before any response", close: true, wantIs: endwell.ErrServerClosedConn},
 	}
 	for _, tc := range tests {
@@ -112,6 +113,9 @@ func TestMalformedResponses(t *testing.T) {
 			}
 			if tc.wantIs != nil && !errors.Is(err, tc.wantIs) {
 				t.Errorf("error: got %v, want %v", err, tc.wantIs)
+			}
+			if !strings.Contains(err.Error(), tc.wantText) {
+				t.Errorf("error: got %q, want it to say %q", err, tc.wantText)
 			}
 
 			// The connection is never reused: the next request dials anew.

@@ -637,6 +637,10 @@ func (ex *exchange) readHeader() (*http.Response, error) {
 // headerErr says what a failure of http.ReadResponse was, unless the connection was ended
 // from elsewhere (whose cause fail then reports): the header limit, the server gone or
 // timed out, a header cut short by the server's hang-up, or a malformed header.
+// connBroken is net/http's word for a connection that ended in the middle of a response's
+// header: callers match it.
+const connBroken = "net/http: HTTP/1.x transport connection broken"
+
 func (ex *exchange) headerErr(err error) error {
 	c := ex.c
 	if c.owner.Cause() != nil {
@@ -647,8 +651,11 @@ func (ex *exchange) headerErr(err error) error {
 		// At the limit, the parser may see a line cut short by it, and call that
 		// malformed: the limit is the cause.
 		return &proto.ProtocolError{Err: proto.ErrHeaderTooLarge}
-	case PeerGone(err) || isTimeout(err):
+	case isTimeout(err):
 		return err
+	case PeerGone(err):
+		// The server hung up mid-header: in net/http's words.
+		return fmt.Errorf("%s: %w", connBroken, err)
 	case c.br.Buffered() == 0 && (c.raw.PeerReset() || c.raw.PeerFIN()):
 		// The server hung up mid-header: bufio's ReadLine hands over the line cut short
 		// as if it were whole and drops the read error, so the parser calls it malformed.
@@ -657,7 +664,7 @@ func (ex *exchange) headerErr(err error) error {
 		if c.raw.PeerReset() {
 			cause = syscall.ECONNRESET
 		}
-		return fmt.Errorf("response headers cut short: %w", cause)
+		return fmt.Errorf("%s: %w", connBroken, cause)
 	}
 	return &proto.ProtocolError{Err: err}
 }
