@@ -86,18 +86,7 @@ func chainTypes(err error) string {
 // classified by the context's error.
 func TestContextCauseAsNetHTTP(t *testing.T) {
 	checkLeaks(t)
-	stall := make(chan struct{})
-	defer close(stall)
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/body" {
-			w.Write([]byte("part"))
-			w.(http.Flusher).Flush()
-		}
-		select {
-		case <-stall:
-		case <-r.Context().Done():
-		}
-	})
+	h := lateHandler(t)
 	// A TLS server that never answers the handshake.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -156,18 +145,7 @@ func TestContextCauseAsNetHTTP(t *testing.T) {
 // waits for.
 func TestClientTimeoutMessage(t *testing.T) {
 	checkLeaks(t)
-	stall := make(chan struct{})
-	defer close(stall)
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/body" {
-			w.Write([]byte("part"))
-			w.(http.Flusher).Flush()
-		}
-		select {
-		case <-stall:
-		case <-r.Context().Done():
-		}
-	})
+	h := lateHandler(t)
 	for _, f := range tortureFlavors {
 		url, tr := f.start(t, h)
 		for _, tc := range []struct{ path, want string }{
@@ -225,4 +203,21 @@ func TestTLSHandshakeTimeoutAsNetHTTP(t *testing.T) {
 		t.Errorf("endwell: %q (timeout %v, not sent %v); want net/http's %q, a timeout, not sent",
 			got.Err.Error(), got.Timeout(), endwell.NotSent(eerr), want.Err.Error())
 	}
+}
+
+// lateHandler answers late: /body with part of its body, then nothing; any other path with
+// nothing at all; each until the client goes away or the test ends.
+func lateHandler(t *testing.T) http.Handler {
+	end := make(chan struct{})
+	t.Cleanup(func() { close(end) })
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/body" {
+			w.Write([]byte("part"))
+			w.(http.Flusher).Flush()
+		}
+		select {
+		case <-end:
+		case <-r.Context().Done():
+		}
+	})
 }
