@@ -634,13 +634,13 @@ func (ex *exchange) readHeader() (*http.Response, error) {
 	}
 }
 
-// headerErr says what a failure of http.ReadResponse was, unless the connection was ended
-// from elsewhere (whose cause fail then reports): the header limit, the server gone or
-// timed out, a header cut short by the server's hang-up, or a malformed header.
 // connBroken is net/http's word for a connection that ended in the middle of a response's
 // header: callers match it.
 const connBroken = "net/http: HTTP/1.x transport connection broken"
 
+// headerErr says what a failure of http.ReadResponse was, unless the connection was ended
+// from elsewhere (whose cause fail then reports): the header limit, the server gone or
+// timed out, a header cut short by the server's hang-up, or a malformed header.
 func (ex *exchange) headerErr(err error) error {
 	c := ex.c
 	if c.owner.Cause() != nil {
