@@ -16,12 +16,17 @@ import (
 // its own which marks the timeout, then closes req.Cancel. Only a marked timeout gets its
 // message, "(Client.Timeout exceeded while awaiting headers)" or "(Client.Timeout or
 // context cancellation while reading body)". endwell answers the context at once, often
-// before the Client's timer has run: for a deadline error of a request that has
-// req.Cancel, it waits for req.Cancel to close, briefly (clientTimerWait): the Client's
-// timer, due at the same instant, needs only to be scheduled. A deadline of the caller's
-// own, earlier than the Client's, costs that wait.
+// before the Client's timer has run: for an error of a request that has req.Cancel and
+// whose deadline passed, it waits for req.Cancel to close, briefly (clientTimerWait): the
+// Client's timer, due at the same instant, needs only to be scheduled. A deadline of the
+// caller's own, earlier than the Client's, costs that wait.
 func AwaitClientTimer(req *http.Request, err error) {
-	if req == nil || req.Cancel == nil || err == nil || !errors.Is(err, context.DeadlineExceeded) {
+	if req == nil || req.Cancel == nil || err == nil {
+		return
+	}
+	if !errors.Is(err, context.DeadlineExceeded) && req.Context().Err() != context.DeadlineExceeded {
+		// Neither a deadline error nor one of a request past its deadline (HTTP/3's
+		// stream reset, say).
 		return
 	}
 	select {
