@@ -126,7 +126,12 @@ func TestContextCauseAsNetHTTP(t *testing.T) {
 						_, err = io.ReadAll(resp.Body)
 						resp.Body.Close()
 					}
-					if !errors.Is(err, cause) || errors.Is(err, context.Canceled) {
+					if _, ours := rt.(*endwell.Transport); !ours && err == nil {
+						// net/http's reference: now and then its body read ends cleanly
+						// across the cancellation (its connection's close races the
+						// server's end of the response); it says nothing then.
+						t.Logf("%T: no error", rt)
+					} else if !errors.Is(err, cause) || errors.Is(err, context.Canceled) {
 						t.Errorf("%T: %v; want the context's cause, not context.Canceled", rt, err)
 					}
 					cancel(nil)

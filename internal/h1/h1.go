@@ -726,20 +726,19 @@ const (
 // the pool, or closes gracefully when it may not be reused.
 func (ex *exchange) finish() {
 	c := ex.c
-	if !ex.claim.CompareAndSwap(claimNone, claimFinish) {
-		// The body's Close, from another goroutine, got there first: it is aborting the
-		// connection (and may not have got to it yet). Abort here too (the first call
-		// decides): the connection is never handed back.
-		c.abort(proto.ErrBodyClosed)
-		ex.release(c.owner.Cause())
-		return
+	// Something else got there first and is aborting the connection, and may not have
+	// got to it yet: the body's Close from another goroutine, or the context's AfterFunc.
+	// Abort here too (the first call decides), so that the connection is never handed
+	// back to the pool, where the next request would fail with this one's ending.
+	var lost error
+	switch {
+	case !ex.claim.CompareAndSwap(claimNone, claimFinish):
+		lost = proto.ErrBodyClosed
+	case ex.stopCtx != nil && !ex.stopCtx():
+		lost = proto.CtxEnded(ex.ctx)
 	}
-	if ex.stopCtx != nil && !ex.stopCtx() {
-		// The context ended first: its AfterFunc is aborting the connection, and may not
-		// have got to it yet. Abort here too (the first call decides), so that the
-		// connection is never handed back to the pool, where the next request would
-		// fail with this request's cancellation.
-		c.abort(proto.CtxEnded(ex.ctx))
+	if lost != nil {
+		c.abort(lost)
 		ex.release(c.owner.Cause())
 		return
 	}

@@ -93,6 +93,40 @@ type Config struct {
 	HTTP2                 *http.HTTP2Config
 }
 
+// engineConfig is the HTTP/2 engine's configuration that both engines take, decided once:
+// the transport's ping settings (ReadIdleTimeout, PingTimeout) before HTTP2's, negative
+// values as zero, and HTTP2's CountError called after endwell's own countError.
+func (cfg *Config) engineConfig(countError func(string)) http.HTTP2Config {
+	c := http.HTTP2Config{
+		SendPingTimeout: max(cfg.ReadIdleTimeout, 0),
+		PingTimeout:     max(cfg.PingTimeout, 0),
+		CountError:      countError,
+	}
+	u := cfg.HTTP2
+	if u == nil {
+		return c
+	}
+	c.MaxDecoderHeaderTableSize = max(u.MaxDecoderHeaderTableSize, 0)
+	c.MaxEncoderHeaderTableSize = max(u.MaxEncoderHeaderTableSize, 0)
+	c.MaxReadFrameSize = max(u.MaxReadFrameSize, 0)
+	c.MaxReceiveBufferPerConnection = max(u.MaxReceiveBufferPerConnection, 0)
+	c.MaxReceiveBufferPerStream = max(u.MaxReceiveBufferPerStream, 0)
+	c.WriteByteTimeout = max(u.WriteByteTimeout, 0)
+	if cfg.ReadIdleTimeout == 0 {
+		c.SendPingTimeout = max(u.SendPingTimeout, 0)
+	}
+	if cfg.PingTimeout == 0 {
+		c.PingTimeout = max(u.PingTimeout, 0)
+	}
+	if count := u.CountError; count != nil {
+		c.CountError = func(errType string) {
+			countError(errType)
+			count(errType)
+		}
+	}
+	return c
+}
+
 // Conn is the HTTP/2 side of a connection.
 type Conn struct {
 	owner Owner

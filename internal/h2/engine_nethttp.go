@@ -34,36 +34,12 @@ func newClient(w *wire, cfg *Config, countError func(string)) (h2Client, error) 
 	var p http.Protocols
 	p.SetUnencryptedHTTP2(true)
 	t1.Protocols = &p
-	c := &http.HTTP2Config{
-		SendPingTimeout: max(cfg.ReadIdleTimeout, 0),
-		PingTimeout:     max(cfg.PingTimeout, 0),
-		CountError:      countError,
-		// The pool hands a connection out only below the server's
-		// MAX_CONCURRENT_STREAMS; the engine also holds a slot for each stream it reset
-		// until the server's next frame: a request in such a slot waits for it.
-		StrictMaxConcurrentRequests: true,
-	}
-	if u := cfg.HTTP2; u != nil {
-		c.MaxDecoderHeaderTableSize = max(u.MaxDecoderHeaderTableSize, 0)
-		c.MaxEncoderHeaderTableSize = max(u.MaxEncoderHeaderTableSize, 0)
-		c.MaxReadFrameSize = max(u.MaxReadFrameSize, 0)
-		c.MaxReceiveBufferPerConnection = max(u.MaxReceiveBufferPerConnection, 0)
-		c.MaxReceiveBufferPerStream = max(u.MaxReceiveBufferPerStream, 0)
-		c.WriteByteTimeout = max(u.WriteByteTimeout, 0)
-		if cfg.ReadIdleTimeout == 0 {
-			c.SendPingTimeout = max(u.SendPingTimeout, 0)
-		}
-		if cfg.PingTimeout == 0 {
-			c.PingTimeout = max(u.PingTimeout, 0)
-		}
-		if count := u.CountError; count != nil {
-			c.CountError = func(errType string) {
-				countError(errType)
-				count(errType)
-			}
-		}
-	}
-	t1.HTTP2 = c
+	c := cfg.engineConfig(countError)
+	// The pool hands a connection out only below the server's MAX_CONCURRENT_STREAMS;
+	// the engine also holds a slot for each stream it reset until the server's next
+	// frame: a request in such a slot waits for it.
+	c.StrictMaxConcurrentRequests = true
+	t1.HTTP2 = &c
 	cc, err := t1.NewClientConn(context.Background(), "http", "endwell.invalid:80")
 	if err != nil {
 		return nil, err

@@ -28,32 +28,20 @@ func newClient(w *wire, cfg *Config, countError func(string)) (h2Client, error) 
 	}
 	t2.DisableCompression = cfg.DisableCompression
 	t2.MaxHeaderListSize = uint32(min(cfg.MaxHeaderBytes, 1<<32-1))
-	t2.ReadIdleTimeout = max(cfg.ReadIdleTimeout, 0)
-	t2.PingTimeout = max(cfg.PingTimeout, 0)
-	t2.CountError = countError
 	// The pool hands a connection out only below the server's MAX_CONCURRENT_STREAMS;
 	// x/net also holds a slot for each stream it reset until the server's next frame (its
 	// PING's answer), and would fail a request in such a slot ("client conn not usable").
 	// Strict, it waits for the slot instead: a round trip, on the connection the pool chose.
 	t2.StrictMaxConcurrentStreams = true
-	if c := cfg.HTTP2; c != nil {
-		t2.MaxDecoderHeaderTableSize = uint32(max(c.MaxDecoderHeaderTableSize, 0))
-		t2.MaxEncoderHeaderTableSize = uint32(max(c.MaxEncoderHeaderTableSize, 0))
-		t2.MaxReadFrameSize = uint32(max(c.MaxReadFrameSize, 0))
-		t2.WriteByteTimeout = max(c.WriteByteTimeout, 0)
-		if cfg.ReadIdleTimeout == 0 {
-			t2.ReadIdleTimeout = max(c.SendPingTimeout, 0)
-		}
-		if cfg.PingTimeout == 0 {
-			t2.PingTimeout = max(c.PingTimeout, 0)
-		}
-		if count := c.CountError; count != nil {
-			t2.CountError = func(errType string) {
-				countError(errType)
-				count(errType)
-			}
-		}
-	}
+	// x/net has no receive buffer settings: HTTP2's MaxReceiveBuffer* are not applied.
+	c := cfg.engineConfig(countError)
+	t2.ReadIdleTimeout = c.SendPingTimeout
+	t2.PingTimeout = c.PingTimeout
+	t2.CountError = c.CountError
+	t2.WriteByteTimeout = c.WriteByteTimeout
+	t2.MaxDecoderHeaderTableSize = uint32(c.MaxDecoderHeaderTableSize)
+	t2.MaxEncoderHeaderTableSize = uint32(c.MaxEncoderHeaderTableSize)
+	t2.MaxReadFrameSize = uint32(c.MaxReadFrameSize)
 	cc, err := t2.NewClientConn(w)
 	if err != nil {
 		return nil, err
